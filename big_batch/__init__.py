@@ -1,0 +1,1 @@
+"""big_batch: the large-batch training literature as small, tested JAX pieces."""

@@ -1,0 +1,1 @@
+"""Data: offline tfds builders, data set loading, and the global-batch pipeline."""

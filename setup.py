@@ -1,0 +1,34 @@
+"""big_batch: the large-batch training literature as composable JAX pieces."""
+import setuptools
+
+setuptools.setup(
+    name="big_batch",
+    version="0.1.0",
+    description="Large-batch training methods for JAX: optimizers, trainer, sharding.",
+    packages=setuptools.find_packages(include=["big_batch", "big_batch.*"]),
+    python_requires=">=3.11",
+    install_requires=[
+        "jax>=0.10.2,<0.11",
+        "jaxlib>=0.10.2,<0.11",
+        "flax>=0.12.8,<0.13",
+        "optax>=0.2.8,<0.3",
+        "orbax-checkpoint>=0.12.8,<0.13",
+        "tensorflow-datasets>=4.9.10,<4.10",
+        "grain>=0.2.18,<0.3",
+        "array_record>=0.8.6,<0.9",
+        # tfds imports it for builders defined inside a package but does not declare it.
+        "importlib_resources",
+        "ml-collections>=1.1,<1.2",
+        "absl-py>=2.1,<3",
+        "tensorboardX>=2.6,<3",
+        "matplotlib>=3.8",
+        # mnist1d imports requests at import time without declaring it.
+        "mnist1d>=0.0.2",
+        "requests",
+        "scikit-learn>=1.4",
+        "numpy>=2.0",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+    },
+)
