@@ -1,0 +1,1 @@
+"""Hyperparameter rules as pure functions of the batch size and the training run."""
