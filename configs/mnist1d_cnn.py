@@ -2,7 +2,7 @@
 
     python -m big_batch.main --config configs/mnist1d_cnn.py --workdir /tmp/mnist1d_cnn
 
-Expected: about 92% eval accuracy on the standard 4000/1000 split in well under a minute
+Expected: about 95% eval accuracy on the standard 4000/1000 split in well under a minute
 on 2 CPU cores (data generation included). `:quick` shrinks it to a few seconds for tests.
 """
 import ml_collections
@@ -18,11 +18,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "supervised"
   config.data = dict(name="mnist1d", variant="standard", data_dir=placeholder(str), in_memory=True,
                      num_samples=placeholder(int))
-  config.model = dict(name="cnn1d", channels=(25, 25, 25), norm="none", ghost_batch_size=placeholder(int))
+  config.model = dict(name="cnn1d", channels=(25, 25, 25), norm="batch", ghost_batch_size=placeholder(int))
   config.optimizer = dict(name="adamw", learning_rate=1e-2, schedule="cosine",
                           warmup_steps=100, end_value=0.0, weight_decay=0.0,
                           weight_decay_mask=placeholder(str), grad_clip_norm=placeholder(float))
-  config.batch = dict(size=100, eval_size=1000)
+  config.batch = dict(size=128, eval_size=1000)
   config.num_steps = 6000
   config.num_epochs = placeholder(float)
   config.log_every = 500
