@@ -1,0 +1,1 @@
+"""Device meshes, shardings and hand-written collectives (sequence-parallel attention)."""
