@@ -7,11 +7,14 @@ Fields ending in `_mask` name a mask of `big_batch.optim.masks`.
 """
 import optax
 
-from big_batch.optim import baselines, masks, schedules
+from big_batch.optim import baselines, lamb, lars, masks, novograd, schedules
 
 OPTIMIZERS = {
     "sgd": baselines.sgd,
     "adamw": baselines.adamw,
+    "lamb": lamb.lamb,
+    "lars": lars.lars,
+    "novograd": novograd.novograd,
 }
 
 _SCHEDULE_FIELDS = ("name", "learning_rate", "schedule", "warmup_steps", "end_value", "power",

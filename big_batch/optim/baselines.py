@@ -9,7 +9,7 @@ def sgd(learning_rate, momentum=0.9, nesterov=False, weight_decay=0.0, weight_de
   """
   return optax.chain(
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
-      optax.sgd(learning_rate, momentum=momentum or None, nesterov=nesterov),
+      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
   )
 
 

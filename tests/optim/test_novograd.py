@@ -1,0 +1,175 @@
+"""big_batch.optim.novograd against optax.novograd where they agree, the paper in numpy, and
+the documented differences."""
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from big_batch.optim import masks, novograd, schedules
+
+STEPS = 20
+SCHEDULE = schedules.warmup_then("linear", 0.05, total_steps=STEPS, warmup_steps=4, end_value=0.005)
+LRS = [float(SCHEDULE(t)) for t in range(STEPS)]
+MASK = masks.exclude_bias_and_norm
+OPTAX_DEFAULTS = {"b1": 0.9, "b2": 0.25, "eps": 1e-6}
+
+
+def _params():
+  """Mixed shapes: conv and dense kernels, a bias, a scalar and a zero-initialized kernel."""
+  rng = np.random.default_rng(0)
+  return {
+      "conv_kernel": jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32),
+      "dense_kernel": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
+      "dense_bias": jnp.asarray(rng.normal(size=(5,)), jnp.float32),
+      "scale": jnp.asarray(1.5, jnp.float32),
+      "zero_kernel": jnp.zeros((6, 5), jnp.float32),
+  }
+
+
+def _grads(params, steps):
+  """A gradient per step, each leaf on its own scale (1e-2 .. 1e2)."""
+  rng = np.random.default_rng(1)
+  scales = {k: 10.0 ** (i - 2) for i, k in enumerate(sorted(params))}
+  return [{k: jnp.asarray(scales[k] * rng.normal(size=p.shape), jnp.float32)
+           for k, p in params.items()} for _ in range(steps)]
+
+
+PARAMS = _params()
+GRADS = _grads(PARAMS, STEPS)
+
+# One compiled run per configuration, shared by the tests (compilation dominates their time).
+RUNS = {
+    "optax_equal": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, **OPTAX_DEFAULTS),
+    "optax": lambda: optax.novograd(SCHEDULE, weight_decay=0.01),
+    "masked": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
+    "averaged": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK,
+                                          grad_averaging=True),
+}
+
+
+def _run(tx, params, grads):
+  """(params before, update) at each jitted step of `tx`, and the final state."""
+
+  @jax.jit
+  def step(params, state, grad):
+    update, state = tx.update(grad, state, params)
+    return optax.apply_updates(params, update), update, state
+
+  state, history = tx.init(params), []
+  for grad in grads:
+    new_params, update, state = step(params, state, grad)
+    history.append((params, update))
+    params = new_params
+  return history, state
+
+
+@functools.cache
+def _history(name):
+  return _run(RUNS[name](), PARAMS, GRADS)
+
+
+def _max_diff(a, b):
+  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def _norm(x):
+  return np.sqrt(np.sum(np.square(np.asarray(x, np.float64))))  # flattened (Frobenius) norm
+
+
+def _reference(params, grads, lrs, b1=0.95, b2=0.98, eps=1e-8, weight_decay=0.0,
+               weight_decay_mask=masks.all_params, grad_averaging=False):
+  """NovoGrad, Algorithm 1 of Ginsburg et al. 2019, in float64 numpy: params per step.
+
+  grad_averaging multiplies the normalized gradient by (1 - b1) at every step (NeMo).
+  """
+  decayed = weight_decay_mask(params)
+  w = {k: np.asarray(p, np.float64) for k, p in params.items()}
+  m = {k: np.zeros_like(p) for k, p in w.items()}
+  v = {k: 0.0 for k in w}
+  out = []
+  for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
+    for k in w:
+      g = np.asarray(grad[k], np.float64)
+      v[k] = _norm(g) ** 2 if t == 1 else b2 * v[k] + (1 - b2) * _norm(g) ** 2
+      u = g / (np.sqrt(v[k]) + eps) + (weight_decay * w[k] if decayed[k] else 0.0)
+      m[k] = b1 * m[k] + ((1 - b1) * u if grad_averaging else u)
+      w[k] = w[k] - lr * m[k]
+    out.append(dict(w))
+  return out
+
+
+def _assert_matches_reference(history, expected):
+  for (before, update), want in zip(history, expected, strict=True):
+    got = optax.apply_updates(before, update)
+    for k in want:
+      np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+def test_equals_optax_novograd_with_its_defaults():
+  (ours, our_state), (theirs, their_state) = _history("optax_equal"), _history("optax")
+  assert max(_max_diff(a, b) for a, b in zip(ours, theirs, strict=True)) < 1e-6
+  for k in PARAMS:
+    np.testing.assert_allclose(our_state[0].nu[k], their_state[0].nu[k], rtol=1e-6, err_msg=k)
+  assert _max_diff(optax.tree.get(our_state, "trace"), their_state[0].mu) < 1e-6
+  assert int(our_state[0].count) == int(their_state[0].count) == STEPS
+
+
+@pytest.mark.parametrize("name, kwargs", [
+    ("optax_equal", dict(weight_decay=0.01, **OPTAX_DEFAULTS)),
+    ("masked", dict(weight_decay=0.01, weight_decay_mask=MASK)),
+    ("averaged", dict(weight_decay=0.01, weight_decay_mask=MASK, grad_averaging=True)),
+])
+def test_matches_paper_algorithm_in_numpy(name, kwargs):
+  _assert_matches_reference(_history(name)[0], _reference(PARAMS, GRADS, LRS, **kwargs))
+
+
+def test_defaults_are_the_reference_defaults_not_optax():
+  """b1=0.95, b2=0.98, eps=1e-8 (NeMo, OpenSeq2Seq): optax's 0.9, 0.25, 1e-6 give another run."""
+  masked = _history("masked")[0]
+  with pytest.raises(AssertionError):
+    _assert_matches_reference(masked, _reference(PARAMS, GRADS, LRS, weight_decay=0.01,
+                                                 weight_decay_mask=MASK, **OPTAX_DEFAULTS))
+
+
+def test_masked_leaves_get_no_weight_decay():
+  """Under exclude_bias_and_norm the bias and the scalar follow the run without any decay."""
+  undecayed = _reference(PARAMS, GRADS, LRS)
+  for (before, update), want in zip(_history("masked")[0], undecayed):
+    for k in ("dense_bias", "scale"):
+      np.testing.assert_allclose(before[k] + update[k], want[k], rtol=2e-5, atol=1e-6, err_msg=k)
+
+
+def test_grad_averaging_scales_the_momentum_by_one_minus_b1():
+  """lr is 0 at step 1 (warmup), so both runs reach step 2 with the same params and
+  m_2 = (1-b1)(b1 u_1 + u_2) with averaging, b1 u_1 + u_2 without."""
+  (_, plain), (_, averaged) = _history("masked")[0][1], _history("averaged")[0][1]
+  assert min(_norm(x) for x in jax.tree.leaves(plain)) > 0
+  for k in PARAMS:
+    np.testing.assert_allclose(averaged[k], (1 - 0.95) * plain[k], rtol=1e-5, err_msg=k)
+
+
+def test_first_update_norm_is_lr_without_weight_decay():
+  """Step 1: m_1 = g/(||g|| + eps), so ||dw|| = lr ||g|| / (||g|| + eps) for every leaf."""
+  tx = novograd.novograd(0.1)
+  grad = GRADS[0]
+  update, _ = jax.jit(tx.update)(grad, tx.init(PARAMS), PARAMS)
+  for k in PARAMS:
+    g_norm = _norm(grad[k])
+    np.testing.assert_allclose(_norm(update[k]), 0.1 * g_norm / (g_norm + 1e-8), rtol=1e-6,
+                               err_msg=k)
+
+
+def test_second_moment_is_one_float32_scalar_per_leaf():
+  """optax keeps nu in the parameter dtype; here it is float32 and the update keeps bfloat16."""
+  params = {"w": jnp.full((64, 64), 3.0, jnp.bfloat16), "b": jnp.zeros((64,), jnp.bfloat16)}
+  grad = jax.tree.map(lambda p: jnp.full_like(p, 300.0), params)
+  tx = novograd.novograd(0.1)
+  update, state = jax.jit(tx.update)(grad, tx.init(params), params)
+  nu = state[0].nu
+  assert all(v.shape == () and v.dtype == jnp.float32 for v in jax.tree.leaves(nu))
+  np.testing.assert_allclose(nu["w"], 64 * 64 * 300.0 ** 2, rtol=1e-6)  # above bfloat16's precision
+  assert update["w"].dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(update["w"], np.float32), -0.1 / 64, rtol=1e-2)
