@@ -10,19 +10,24 @@ from big_batch.models.normalization import norm_layer
 class CNN1D(nnx.Module):
   """Conv(k=5, stride 2) -> Conv(k=3, stride 2) x (n-1), ReLU, optional norm, dense head.
 
-  Inputs are [batch, length] (one channel) or [batch, length, channels].
+  Inputs are [batch, length] (one channel) or [batch, length, channels]. `norm` is 'none',
+  'batch' or 'ghost' (`models.normalization.norm_layer`); `norm_momentum` is the running-
+  statistics EMA momentum in flax's convention (0.9 here is PyTorch's momentum=0.1).
   """
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, *, channels=(25, 25, 25),
-               norm: str = "none", ghost_batch_size: int | None = None, rngs: nnx.Rngs):
+               norm: str = "none", ghost_batch_size: int | None = None,
+               norm_momentum: float = 0.99, rngs: nnx.Rngs):
     length = input_shape[0]
     in_channels = input_shape[1] if len(input_shape) > 1 else 1
     convs, norms = [], []
     for i, out_channels in enumerate(channels):
       kernel = 5 if i == 0 else 3
+      # A bias in front of a norm layer has zero gradient (the norm removes the mean).
       convs.append(nnx.Conv(in_channels, out_channels, kernel_size=(kernel,), strides=(2,),
-                            padding=((1, 1),), rngs=rngs))
-      norms.append(norm_layer(norm, out_channels, ghost_batch_size=ghost_batch_size, rngs=rngs))
+                            padding=((1, 1),), use_bias=norm == "none", rngs=rngs))
+      norms.append(norm_layer(norm, out_channels, ghost_batch_size=ghost_batch_size,
+                              momentum=norm_momentum, rngs=rngs))
       length = (length + 2 - kernel) // 2 + 1
       in_channels = out_channels
     self.convs = nnx.List(convs)

@@ -12,10 +12,12 @@ class MLP(nnx.Module):
   """Flatten -> [Dense -> optional norm -> ReLU] x len(hidden) -> Dense."""
 
   def __init__(self, input_shape: Sequence[int], num_classes: int, *, hidden=(256, 256),
-               norm: str = "none", ghost_batch_size: int | None = None, rngs: nnx.Rngs):
+               norm: str = "none", ghost_batch_size: int | None = None,
+               norm_momentum: float = 0.99, rngs: nnx.Rngs):
     sizes = [math.prod(input_shape), *hidden]
     self.layers = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes, sizes[1:])])
-    self.norms = nnx.List([norm_layer(norm, b, ghost_batch_size=ghost_batch_size, rngs=rngs)
+    self.norms = nnx.List([norm_layer(norm, b, ghost_batch_size=ghost_batch_size,
+                                       momentum=norm_momentum, rngs=rngs)
                            for b in hidden])
     self.head = nnx.Linear(sizes[-1], num_classes, rngs=rngs)
 
