@@ -18,14 +18,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "supervised"
   config.data = dict(name="mnist1d", variant="standard", data_dir=placeholder(str), in_memory=True,
                      num_samples=placeholder(int))
-  config.model = dict(name="cnn1d", channels=(25, 25, 25), norm="batch", ghost_batch_size=placeholder(int))
+  config.model = dict(name="cnn1d", channels=(25, 25, 25), norm="batch",
+                      ghost_batch_size=placeholder(int), norm_momentum=0.99)
   config.optimizer = dict(name="adamw", learning_rate=1e-2, schedule="cosine",
                           warmup_steps=100, end_value=0.0, weight_decay=0.0,
                           weight_decay_mask=placeholder(str), grad_clip_norm=placeholder(float))
-  config.batch = dict(size=128, eval_size=1000)
+  # lr_scaling ("none", "linear", "sqrt") sets the peak learning rate from optimizer.learning_rate
+  # tuned at base_size; accumulation_steps micro-batches make one update (tasks/accumulation.py).
+  config.batch = dict(size=128, eval_size=1000, accumulation_steps=1, base_size=128,
+                      lr_scaling="none")
   config.num_steps = 6000
   config.num_epochs = placeholder(float)
   config.log_every = 500
+  config.log_weight_distance = False  # ||w_t - w_0|| at each log step (Hoffer et al. 2017).
   config.eval_every = 2000
   config.checkpoint_every = 2000
   config.keep_checkpoints = 2

@@ -24,15 +24,20 @@ def data_dir(tmp_path_factory):
   return str(tmp_path_factory.mktemp("tensorflow_datasets"))
 
 
+def load_config(name: str, arg: str | None = None):
+  """configs/<name>.py's get_config(arg)."""
+  sys.path.insert(0, _os.path.join(REPO, "configs"))
+  try:
+    module = __import__(name)
+  finally:
+    sys.path.pop(0)
+  return module.get_config(arg)
+
+
 @pytest.fixture
 def quick_config(data_dir):
   """configs/mnist1d_cnn.py:quick reading from the session's data dir."""
-  sys.path.insert(0, _os.path.join(REPO, "configs"))
-  try:
-    import mnist1d_cnn
-  finally:
-    sys.path.pop(0)
-  config = mnist1d_cnn.get_config("quick")
+  config = load_config("mnist1d_cnn", "quick")
   config.data.data_dir = data_dir
   return config
 

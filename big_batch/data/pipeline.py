@@ -27,11 +27,22 @@ def batch_indices(seed: int, step: int, num_examples: int, batch_size: int) -> n
   return epoch_permutation(seed, epoch, num_examples)[i * batch_size:(i + 1) * batch_size]
 
 
-def process_rows(global_rows: int) -> slice:
-  """The rows of a global batch that this process feeds to its devices."""
-  per_process = global_rows // jax.process_count()
-  start = jax.process_index() * per_process
-  return slice(start, start + per_process)
+def device_rows(sharding: NamedSharding, global_rows: int, devices) -> np.ndarray:
+  """The rows of a global batch that `devices` hold, each once, in ascending order.
+
+  That is the layout `jax.make_array_from_process_local_data` expects of a process's rows
+  (its shards in ascending order of their first row), whatever the mesh's device order:
+  on a mesh whose devices interleave processes, a process's rows are not one block.
+  """
+  indices = sharding.devices_indices_map((global_rows,))
+  shard_rows = sharding.shard_shape((global_rows,))[0]
+  starts = sorted({indices[device][0].start or 0 for device in devices})
+  return np.concatenate([np.arange(start, start + shard_rows) for start in starts])
+
+
+def process_rows(sharding: NamedSharding, global_rows: int) -> np.ndarray:
+  """The rows of a global batch that this process reads: those its devices hold."""
+  return device_rows(sharding, global_rows, sharding.addressable_devices)
 
 
 def to_global(local_batch: dict, sharding: NamedSharding, global_rows: int) -> dict:
@@ -48,7 +59,7 @@ def train_batches(split: Split, *, batch_size: int, seed: int, start_step: int,
   if split.num_examples < batch_size:
     raise ValueError(f"batch_size={batch_size} exceeds the {split.num_examples} training "
                      "examples")
-  rows = process_rows(batch_size)
+  rows = process_rows(sharding, batch_size)
 
   def read(step):
     idx = batch_indices(seed, step, split.num_examples, batch_size)[rows]
@@ -61,7 +72,7 @@ def train_batches(split: Split, *, batch_size: int, seed: int, start_step: int,
 
 def eval_batches(split: Split, *, batch_size: int, sharding: NamedSharding):
   """Yields the whole split in order, in batches padded to `batch_size` with a 0/1 'mask'."""
-  rows = process_rows(batch_size)
+  rows = process_rows(sharding, batch_size)
   for start in range(0, split.num_examples, batch_size):
     idx = np.arange(start, start + batch_size)
     mask = (idx < split.num_examples).astype(np.float32)

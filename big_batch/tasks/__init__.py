@@ -1,8 +1,8 @@
 """Tasks by name: what a train step computes. `build(config, data, tx, schedule) -> Task`."""
-from big_batch.tasks import supervised
+from big_batch.tasks import lm, supervised
 from big_batch.tasks.common import Task
 
-TASKS = {"supervised": supervised.build}
+TASKS = {"supervised": supervised.build, "lm": lm.build}
 
 
 def build(config, data, tx, schedule) -> Task:

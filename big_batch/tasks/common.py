@@ -1,8 +1,10 @@
 """What every task shares: the Task triple and the optimizer update with its norm metrics."""
 from typing import Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 import optax
+from flax import nnx
 
 
 class Task(NamedTuple):
@@ -11,6 +13,25 @@ class Task(NamedTuple):
   init: Callable
   train_step: Callable
   eval_step: Callable
+
+
+def nnx_model(new_model: Callable, tx: optax.GradientTransformation):
+  """(graphdef, init) for the NNX module that `new_model(rng)` builds.
+
+  graphdef is the module's static structure (from shapes only, no compute); init(rng) builds
+  the module and returns the initial task state {'step', 'params', 'model_state',
+  'opt_state'} as pure dicts of arrays: `nnx.merge(graphdef, params, model_state)` inside a
+  step gives the module back.
+  """
+  graphdef = nnx.split(nnx.eval_shape(lambda: new_model(jax.random.key(0))))[0]
+
+  def init(rng):
+    _, params, model_state = nnx.split(new_model(rng), nnx.Param, ...)
+    params = params.to_pure_dict()
+    return {"step": jnp.zeros((), jnp.int32), "params": params,
+            "model_state": model_state.to_pure_dict(), "opt_state": tx.init(params)}
+
+  return graphdef, init
 
 
 def apply_gradients(tx, state, grads, schedule):

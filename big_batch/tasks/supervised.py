@@ -2,15 +2,16 @@
 
 The model is a Flax NNX module split once into a static graph and pure-dict state
 ({'params', 'model_state'}); the steps merge it back inside jit, so optax, orbax and the
-sharding rules see plain arrays under '/'-joined paths.
+sharding rules see plain arrays under '/'-joined paths. With `config.batch.accumulation_steps`
+k > 1 the train step computes the gradient in k micro-batches (tasks/accumulation.py).
 """
-import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
 from big_batch import models
-from big_batch.tasks.common import Task, apply_gradients
+from big_batch.tasks.accumulation import accumulate_gradients
+from big_batch.tasks.common import Task, apply_gradients, nnx_model
 
 
 def cross_entropy_and_accuracy(logits, labels, mask=None):
@@ -28,13 +29,8 @@ def build(config, data, tx: optax.GradientTransformation, schedule) -> Task:
   def new_model(rng):
     return models.build(config.model, data.input_shape, data.num_classes, nnx.Rngs(rng))
 
-  graphdef = nnx.split(nnx.eval_shape(lambda: new_model(jax.random.key(0))))[0]
-
-  def init(rng):
-    _, params, model_state = nnx.split(new_model(rng), nnx.Param, ...)
-    params = params.to_pure_dict()
-    return {"step": jnp.zeros((), jnp.int32), "params": params,
-            "model_state": model_state.to_pure_dict(), "opt_state": tx.init(params)}
+  graphdef, init = nnx_model(new_model, tx)
+  accumulation_steps = config.batch.get("accumulation_steps", 1)
 
   def forward(params, model_state, inputs, train):
     model = nnx.merge(graphdef, params, model_state)
@@ -48,9 +44,8 @@ def build(config, data, tx: optax.GradientTransformation, schedule) -> Task:
     return loss.mean(), (model_state, correct.mean())
 
   def train_step(state, batch):
-    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
-    (loss, (model_state, accuracy)), grads = grad_fn(state["params"], state["model_state"],
-                                                     batch)
+    loss, (model_state, accuracy), grads = accumulate_gradients(
+        loss_fn, state["params"], state["model_state"], batch, accumulation_steps)
     state, metrics = apply_gradients(tx, state, grads, schedule)
     state["model_state"] = model_state
     return state, {**metrics, "loss": loss, "accuracy": accuracy}

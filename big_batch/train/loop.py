@@ -4,20 +4,24 @@ Nothing here knows about a paper: the task (what a step computes), the optimizer
 the data set and the mesh all come from the config. Read top to bottom; sections are marked.
 """
 import json
-import math
 import os
 import signal
 import time
+from typing import Any, Callable, NamedTuple
 
 import jax
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 
 from big_batch import optim, tasks
 from big_batch.data import datasets, pipeline
 from big_batch.optim import schedules
+from big_batch.parallel import distributed
 from big_batch.parallel import mesh as mesh_lib
 from big_batch.parallel import sharding as sharding_lib
+from big_batch.scaling.learning_rate import scale_learning_rate
+from big_batch.scaling.weight_distance import weight_distance
 from big_batch.train import metrics as metrics_lib
 from big_batch.train.checkpoint import Checkpointer
 from big_batch.train.plots import plot_curves
@@ -29,18 +33,32 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class _PreemptionFlag:
-  """Set by SIGTERM; the loop checkpoints and stops at the next step boundary."""
+  """Set by SIGTERM; the loop checkpoints and stops at the next step boundary.
+
+  With several processes, a SIGTERM to any one of them stops all at the same step: the
+  preemption sync service that `jax.distributed.initialize` installs catches SIGTERM and
+  agrees on a step with the others, so no Python handler may replace its own.
+  """
 
   def __init__(self):
     self.raised = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._synced = jax.process_count() > 1
+    if not self._synced:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.raised = True
 
+  def check(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step`; with several processes, call every step."""
+    if self._synced and not self.raised:
+      self.raised = multihost_utils.reached_preemption_sync_point(step)
+    return self.raised
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._synced:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def prepare_workdir(workdir: str) -> None:
@@ -63,14 +81,81 @@ def _first_non_finite(steps: list[int], metrics: list[dict]) -> int | None:
   return None
 
 
+def optimizer_config(config):
+  """A copy of `config.optimizer` whose peak learning rate is scaled to `config.batch.size`.
+
+    lr = learning_rate * B / B0        (batch.lr_scaling='linear', Goyal et al. 2017)
+    lr = learning_rate * sqrt(B / B0)  (batch.lr_scaling='sqrt', Hoffer et al. 2017)
+  with B0 = batch.base_size, the batch `learning_rate` was tuned at. The run's config stays
+  as given (it is locked and is what `config.json` records).
+  """
+  optimizer = config.optimizer.copy_and_resolve_references()
+  optimizer.learning_rate = scale_learning_rate(
+      optimizer.learning_rate, config.batch.get("base_size", config.batch.size),
+      config.batch.size, config.batch.get("lr_scaling", "none"))
+  return optimizer
+
+
+class Setup(NamedTuple):
+  """A task on a mesh: its state shardings and jitted init (rng -> sharded state) and steps."""
+  task: tasks.Task
+  state_sharding: Any
+  init: Callable
+  train_step: Callable
+  eval_step: Callable
+
+
+def setup(config, mesh, data, total_steps: int) -> Setup:
+  """The task, optimizer and state shardings of `config` on `mesh`, and its jitted steps.
+
+  The train step donates the state it is given; state and batch shardings are pinned by the
+  jit in/out shardings, and the partitioner propagates them through the step.
+  """
+  optimizer = optimizer_config(config)
+  schedule = schedules.from_config(optimizer, total_steps)
+  task = tasks.build(config, data, optim.build(optimizer, total_steps), schedule)
+  state_sharding = sharding_lib.state_shardings(
+      jax.eval_shape(task.init, jax.random.key(0)), mesh, config.get("sharding", "replicated"),
+      config.get("sharding_rules", ()))
+  batch_sharding = sharding_lib.batch_sharding(mesh)
+  replicated = sharding_lib.replicated(mesh)
+  return Setup(
+      task=task,
+      state_sharding=state_sharding,
+      init=jax.jit(task.init, out_shardings=state_sharding),
+      train_step=jax.jit(task.train_step, in_shardings=(state_sharding, batch_sharding),
+                         out_shardings=(state_sharding, replicated), donate_argnums=0),
+      eval_step=jax.jit(task.eval_step, in_shardings=(state_sharding, batch_sharding),
+                        out_shardings=replicated))
+
+
+def distance_from_init(task, state_sharding, rng, mesh) -> Callable[[Any], dict]:
+  """params -> {'weight_distance': ||w - w_0||, 'weight_distance/<path>': ||w_i - w0_i||}.
+
+  The diagnostic of Hoffer et al. 2017, Sec. 3. w_0 is `task.init(rng)`'s params, sharded like
+  the params; init is a pure function of rng, so a resumed run measures from the same w_0
+  without checkpointing it. A separate jitted function, so steps that do not log pay nothing.
+  """
+  initial = jax.jit(lambda key: task.init(key)["params"],
+                    out_shardings=state_sharding["params"])(rng)
+  distance = jax.jit(weight_distance, out_shardings=sharding_lib.replicated(mesh))
+
+  def scalars(params) -> dict:
+    total, per_leaf = jax.device_get(distance(params, initial))
+    return {"weight_distance": float(total),
+            **{f"weight_distance/{path}": float(d) for path, d in per_leaf.items()}}
+
+  return scalars
+
+
 def evaluate(eval_step, state, split, config, batch_sharding) -> dict:
   """Mean eval metrics over the whole split (padded examples masked out)."""
   sums = None
   for batch in pipeline.eval_batches(split, batch_size=config.batch.eval_size,
                                      sharding=batch_sharding):
-    out = eval_step(state, batch)
-    sums = out if sums is None else jax.tree.map(lambda a, b: a + b, sums, out)
-  sums = jax.device_get(sums)
+    # Summed on the host in float64, exact over any number of batches.
+    out = {k: np.float64(v) for k, v in jax.device_get(eval_step(state, batch)).items()}
+    sums = out if sums is None else {k: sums[k] + out[k] for k in sums}
   count = sums.pop("count")
   return {k: float(v / count) for k, v in sums.items()}
 
@@ -88,36 +173,29 @@ def run(config, workdir: str) -> dict:
   # --- Mesh and data -------------------------------------------------------------------------
   mesh = mesh_lib.create(config.mesh)
   batch_sharding = sharding_lib.batch_sharding(mesh)
-  data = datasets.load(config.data)
+  # Offline builders prepare the data set on first use: once, if the processes share a disk.
+  data = distributed.process_0_first(lambda: datasets.load(config.data), "load_data")
   total_steps = total_steps_of(config, data.train.num_examples)
 
-  # --- Task, optimizer and sharded state -----------------------------------------------------
-  schedule = schedules.from_config(config.optimizer, total_steps)
-  tx = optim.build(config.optimizer, total_steps)
-  task = tasks.build(config, data, tx, schedule)
+  # --- Task, optimizer, sharded state and jitted steps (the train step donates its state) --
+  task, state_sharding, init, train_step, eval_step = setup(config, mesh, data, total_steps)
+  # On CPU devices XLA deadlocks when too many steps with collectives queue: bound the queue.
+  train_step = distributed.bound_in_flight(train_step, done=lambda out: out[1])
+  eval_step = distributed.bound_in_flight(eval_step)
   rng = jax.random.key(config.seed)
-  abstract_state = jax.eval_shape(task.init, rng)
-  state_sharding = sharding_lib.state_shardings(
-      abstract_state, mesh, config.get("sharding", "replicated"),
-      config.get("sharding_rules", ()))
   abstract_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-      state_sharding)
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      jax.eval_shape(task.init, rng), state_sharding)
 
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"), config.keep_checkpoints)
   start_step, state = checkpointer.restore_latest(abstract_state)
   if state is None:
     start_step = 0
-    state = jax.jit(task.init, out_shardings=state_sharding)(rng)
-  else:
+    state = init(rng)
+  elif jax.process_index() == 0:
     print(f"Resumed from the checkpoint at step {start_step} in {workdir}", flush=True)
-
-  # --- Jitted steps: the train step donates the state it is given --------------------------
-  replicated = sharding_lib.replicated(mesh)
-  train_step = jax.jit(task.train_step, in_shardings=(state_sharding, batch_sharding),
-                       out_shardings=(state_sharding, replicated), donate_argnums=0)
-  eval_step = jax.jit(task.eval_step, in_shardings=(state_sharding, batch_sharding),
-                      out_shardings=replicated)
+  weight_distance_scalars = (distance_from_init(task, state_sharding, rng, mesh)
+                             if config.get("log_weight_distance", False) else None)
 
   # --- Train loop -----------------------------------------------------------------------------
   writer = metrics_lib.MetricWriter(workdir, resume_step=start_step if start_step else None)
@@ -153,9 +231,16 @@ def run(config, workdir: str) -> dict:
           train_scalars = metrics_lib.mean_of(pending_metrics)
           train_scalars["examples_per_second"] = progress.examples_per_second(
               len(pending_steps), time.perf_counter() - progress.last_time)
+          if weight_distance_scalars is not None:
+            train_scalars.update(weight_distance_scalars(state["params"]))
+          if jax.process_count() > 1:  # Each process's own rate: a slow host shows here.
+            train_scalars.update(
+                {f"examples_per_second/process_{i}": rate for i, rate in enumerate(
+                    distributed.process_values(train_scalars["examples_per_second"]))})
           writer.write(step, train_scalars, "train")
+          line = progress.line(step, train_scalars)  # Every process: it restarts the clock.
           if jax.process_index() == 0:
-            print(progress.line(step, train_scalars), flush=True)
+            print(line, flush=True)
           pending_steps, pending_metrics = [], []
 
         if step % config.eval_every == 0 or is_last:
@@ -165,13 +250,15 @@ def run(config, workdir: str) -> dict:
             print(f"eval at step {step}: " + " ".join(
                 f"{k}={v:.4f}" for k, v in eval_scalars.items()), flush=True)
 
-        if step % config.checkpoint_every == 0 or is_last or preemption.raised:
+        # preemption.check first: with several processes it must run at every step.
+        if preemption.check(step) or step % config.checkpoint_every == 0 or is_last:
           check_finite()
           checkpointer.save(step, state)
           last_saved = step
         if preemption.raised:
-          print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
-                "stopping. Run the same command again to resume.", flush=True)
+          if jax.process_index() == 0:
+            print(f"SIGTERM: saved a checkpoint at step {step} in {checkpointer.directory}; "
+                  "stopping. Run the same command again to resume.", flush=True)
           break
   finally:
     preemption.restore()

@@ -12,6 +12,7 @@ from big_batch.tasks import supervised
 def tiny_task(norm="batch", tx=None):
   config = ml_collections.ConfigDict({
       "model": {"name": "mlp", "hidden": (16,), "norm": norm},
+      "batch": {"accumulation_steps": 1},
   })
   data = Dataset(train=Split(0, None), test=Split(0, None), num_classes=3, input_shape=(5,))
   tx = tx or optax.sgd(0.1)
