@@ -48,8 +48,9 @@ def bare_steps_per_second(config) -> float:
   state = task.init(jax.random.key(config.seed))
   arrays = data.train.read(np.arange(data.train.num_examples))
   n, b = data.train.num_examples, config.batch.size
+  epochs = -(-num_steps // (n // b))
   order = np.concatenate([np.random.default_rng(e).permutation(n)[: n // b * b]
-                          for e in range(num_steps * b // n + 1)])
+                          for e in range(epochs)])
   state, _ = step_fn(state, {k: v[order[:b]] for k, v in arrays.items()})  # Compile.
   jax.block_until_ready(state)
   start = time.perf_counter()

@@ -203,7 +203,9 @@ def run(config, workdir: str) -> dict:
   preemption = _PreemptionFlag()
   batches = pipeline.train_batches(data.train, batch_size=config.batch.size, seed=config.seed,
                                    start_step=start_step, num_steps=total_steps,
-                                   sharding=batch_sharding)
+                                   sharding=batch_sharding,
+                                   prefetch=0 if config.data.get("in_memory", True)
+                                   else config.data.get("prefetch", 4))
   pending_steps, pending_metrics = [], []
   train_scalars, eval_scalars = {}, {}
   last_saved = start_step

@@ -64,3 +64,14 @@ def test_batch_larger_than_the_data_set_is_a_clear_error():
   with pytest.raises(ValueError, match="batch_size=128 exceeds the 64 training examples"):
     pipeline.train_batches(toy_split(64), batch_size=128, seed=0, start_step=0, num_steps=1,
                            sharding=NamedSharding(mesh8(), P("data")))
+
+
+def test_inline_reading_gives_the_same_batches_as_grain_prefetch():
+  split, sharding = toy_split(64), NamedSharding(mesh8(), P("data"))
+  kwargs = dict(batch_size=16, seed=5, start_step=3, num_steps=11, sharding=sharding)
+  inline = list(pipeline.train_batches(split, prefetch=0, **kwargs))
+  prefetched = list(pipeline.train_batches(split, prefetch=4, **kwargs))
+  assert len(inline) == len(prefetched) == 8
+  for a, b in zip(inline, prefetched):
+    np.testing.assert_array_equal(a["input"], b["input"])
+    assert a["input"].sharding.is_equivalent_to(b["input"].sharding, 2)
