@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.join(REPO, "configs"))
 import mnist1d_cnn  # noqa: E402
 
 from big_batch import optim, tasks, train  # noqa: E402
-from big_batch.data import datasets, pipeline  # noqa: E402
+from big_batch.data import datasets  # noqa: E402
 from big_batch.optim import schedules  # noqa: E402
 from big_batch.train.metrics import read_jsonl  # noqa: E402
 

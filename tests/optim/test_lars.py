@@ -8,32 +8,14 @@ import optax
 import pytest
 
 from big_batch.optim import lars, masks, schedules
+from optimizer_cases import (max_abs_diff as _max_diff, mixed_params as _params,
+                              norm64 as _norm, per_step_grads as _grads, run_jitted as _run)
 
 STEPS = 20
 SCHEDULE = schedules.warmup_then("polynomial", 10.0, total_steps=STEPS, warmup_steps=4,
                                  end_value=0.1)
 LRS = [float(SCHEDULE(t)) for t in range(STEPS)]
 MASK = masks.exclude_bias_and_norm
-
-
-def _params():
-  """Mixed shapes: conv and dense kernels, a bias, a scalar and a zero-initialized kernel."""
-  rng = np.random.default_rng(0)
-  return {
-      "conv_kernel": jnp.asarray(rng.normal(size=(3, 3, 4, 8)), jnp.float32),
-      "dense_kernel": jnp.asarray(rng.normal(size=(8, 5)), jnp.float32),
-      "dense_bias": jnp.asarray(rng.normal(size=(5,)), jnp.float32),
-      "scale": jnp.asarray(1.5, jnp.float32),
-      "zero_kernel": jnp.zeros((6, 5), jnp.float32),
-  }
-
-
-def _grads(params, steps):
-  """A gradient per step, each leaf on its own scale (1e-2 .. 1e2)."""
-  rng = np.random.default_rng(1)
-  scales = {k: 10.0 ** (i - 2) for i, k in enumerate(sorted(params))}
-  return [{k: jnp.asarray(scales[k] * rng.normal(size=p.shape), jnp.float32)
-           for k, p in params.items()} for _ in range(steps)]
 
 
 PARAMS = _params()
@@ -52,33 +34,9 @@ RUNS = {
 }
 
 
-def _run(tx, params, grads):
-  """(params before, update) at each jitted step of `tx`, and the final state."""
-
-  @jax.jit
-  def step(params, state, grad):
-    update, state = tx.update(grad, state, params)
-    return optax.apply_updates(params, update), update, state
-
-  state, history = tx.init(params), []
-  for grad in grads:
-    new_params, update, state = step(params, state, grad)
-    history.append((params, update))
-    params = new_params
-  return history, state
-
-
 @functools.cache
 def _history(name):
   return _run(RUNS[name](), PARAMS, GRADS)
-
-
-def _max_diff(a, b):
-  return max(float(jnp.max(jnp.abs(x - y))) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
-def _norm(x):
-  return np.sqrt(np.sum(np.square(np.asarray(x, np.float64))))  # flattened (Frobenius) norm
 
 
 def _reference(params, grads, lrs, ratio, momentum=0.9, weight_decay=0.0, trust_coefficient=0.001,

@@ -3,8 +3,6 @@ import json
 import os
 import re
 import signal
-import shutil
-import time
 
 import jax
 import numpy as np
