@@ -47,3 +47,11 @@ def max_abs_diff(a, b):
 
 def norm64(x):
   return np.sqrt(np.sum(np.square(np.asarray(x, np.float64))))  # flattened (Frobenius) norm
+
+
+def assert_matches_reference(history, expected):
+  """Each step of a `run_jitted` history lands on the reference's params (float64 numpy)."""
+  for (before, update), want in zip(history, expected, strict=True):
+    got = optax.apply_updates(before, update)
+    for k in want:
+      np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=k)

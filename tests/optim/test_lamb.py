@@ -8,7 +8,8 @@ import optax
 import pytest
 
 from big_batch.optim import lamb, masks, schedules
-from optimizer_cases import (max_abs_diff as _max_diff, mixed_params as _params,
+from optimizer_cases import (assert_matches_reference as _assert_matches_reference,
+                              max_abs_diff as _max_diff, mixed_params as _params,
                               norm64 as _norm, per_step_grads as _grads, run_jitted as _run)
 
 STEPS = 20
@@ -66,13 +67,6 @@ def _reference(params, grads, lrs, b1=0.9, b2=0.999, eps=1e-6, weight_decay=0.0,
       w[k] = w[k] - lr * (w_norm / u_norm if adapt else 1.0) * u
     out.append(dict(w))
   return out
-
-
-def _assert_matches_reference(history, expected):
-  for (before, update), want in zip(history, expected, strict=True):
-    got = optax.apply_updates(before, update)
-    for k in want:
-      np.testing.assert_allclose(got[k], want[k], rtol=2e-5, atol=1e-6, err_msg=k)
 
 
 @pytest.mark.parametrize("name", ["default", "decay"])

@@ -259,17 +259,24 @@ def committed_steps(workdir):
   return sorted(int(s) for s in os.listdir(os.path.join(workdir, "checkpoints")) if s.isdigit())
 
 
+def pids_until(process, prefix: str) -> dict:
+  """The launcher's process pids, read from its output up to the first line starting with
+  `prefix`."""
+  pids = {}
+  for line in process.stdout:
+    if found := re.search(r"process (\d) of 2 is pid (\d+)", line):
+      pids[int(found[1])] = int(found[2])
+    if line.startswith(prefix):
+      return pids
+  raise AssertionError(f"the launcher's output ended before a line starting with {prefix!r}")
+
+
 def test_killed_process_stops_the_run_and_restart_resumes(data_dir, tmp_path, two_by_four):
   workdir = tmp_path / "killed"
   process = launch_main(data_dir, SHORT, workdir, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
-  pids = {}
   try:
-    for line in process.stdout:
-      if found := re.search(r"process (\d) of 2 is pid (\d+)", line):
-        pids[int(found[1])] = int(found[2])
-      if line.startswith("step 10/"):
-        break
+    pids = pids_until(process, "step 10/")
     saved = committed_steps(workdir)
     os.kill(pids[1], signal.SIGKILL)
     output = process.stdout.read()
@@ -299,13 +306,8 @@ def test_sigterm_to_one_process_checkpoints_all_at_one_step(data_dir, tmp_path):
                "checkpoint_every": 100000}
   process = launch_main(data_dir, overrides, tmp_path, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)
-  pids = {}
   try:
-    for line in process.stdout:
-      if found := re.search(r"process (\d) of 2 is pid (\d+)", line):
-        pids[int(found[1])] = int(found[2])
-      if line.startswith("step 5/"):
-        break
+    pids = pids_until(process, "step 5/")
     os.kill(pids[1], signal.SIGTERM)  # One process only: the other must stop with it.
     output = process.stdout.read()
     assert process.wait(timeout=60) == launch.PREEMPTED_EXIT_CODE
