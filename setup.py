@@ -5,7 +5,10 @@ setuptools.setup(
     name="big_batch",
     version="0.1.0",
     description="Large-batch training methods for JAX: optimizers, trainer, sharding.",
-    packages=setuptools.find_packages(include=["big_batch", "big_batch.*"]),
+    # src layout: a clone directory named big_batch never shadows the installed package.
+    # src/big_batch/configs links to the top-level configs/, where commands name the files.
+    package_dir={"": "src"},
+    packages=setuptools.find_packages("src", include=["big_batch", "big_batch.*"]),
     python_requires=">=3.11",
     install_requires=[
         "jax>=0.10.2,<0.11",
@@ -27,8 +30,13 @@ setuptools.setup(
         "requests",
         "scikit-learn>=1.4",
         "numpy>=2.0",
+        "etils[epath]",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-timeout>=2.3"],
+        # gs:// workdirs (Cloud TPU): etils.epath reaches GCS through gcsfs.
+        "gcs": ["gcsfs"],
+        "test": ["pytest>=8", "pytest-timeout>=2.3",
+                 # gs:// workdirs, tested against a local GCS emulator.
+                 "gcsfs", "gcp-storage-emulator"],
     },
 )

@@ -37,12 +37,9 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import mnist1d_cnn  # noqa: E402
 
-from big_batch import launch, optim, tasks  # noqa: E402
+from big_batch import configs, launch, tasks  # noqa: E402
 from big_batch.data import datasets, pipeline  # noqa: E402
-from big_batch.optim import schedules  # noqa: E402
 from big_batch.parallel import distributed  # noqa: E402
 from big_batch.parallel import mesh as mesh_lib  # noqa: E402
 from big_batch.parallel import sharding as sharding_lib  # noqa: E402
@@ -107,12 +104,11 @@ def worker(args) -> None:
     distributed.initialize(coordinator_address=args.coordinator_address,
                            num_processes=args.num_processes, process_id=args.process_id,
                            timeout_seconds=args.initialization_timeout)
-  config = mnist1d_cnn.get_config("quick")
+  config = configs.get("mnist1d_cnn", "quick")
   config.model.channels = (32, 32, 32)
   config.data.data_dir = args.data_dir
   data = distributed.process_0_first(lambda: datasets.load(config.data), "benchmark_data")
-  task = tasks.build(config, data, optim.build(config.optimizer, config.num_steps),
-                     schedules.from_config(config.optimizer, config.num_steps))
+  task = tasks.build(config, data, mesh_lib.create(config.mesh), config.num_steps)
   abstract = jax.eval_shape(task.init, jax.random.key(0))
   results = {"gloo_latency_ms": None, "rows": []}
   for name, (mesh_config, strategy) in SHARDINGS.items():

@@ -23,16 +23,13 @@ import time  # noqa: E402
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from big_batch import configs, tasks  # noqa: E402
 from big_batch.data.datasets import Dataset  # noqa: E402
 from big_batch.parallel import mesh as mesh_lib  # noqa: E402
 from big_batch.parallel import sharding as sharding_lib  # noqa: E402
 from big_batch.train import loop  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                "configs"))
-import mnist1d_cnn  # noqa: E402
-
-DATA = Dataset(train=None, test=None, num_classes=10, input_shape=(40,))
+DATA = Dataset(splits={}, num_classes=10, input_shape=(40,))
 MESHES = {  # name -> (mesh config, sharding, devices)
     "1 device": (dict(data=1, fsdp=1, seq=1), "replicated", 1),
     "8 devices, data parallel (8x1)": (dict(data=8, fsdp=1, seq=1), "replicated", 8),
@@ -41,7 +38,8 @@ MESHES = {  # name -> (mesh config, sharding, devices)
 
 
 def _config(batch, accumulation_steps=1, mesh=None, sharding="replicated"):
-  config = mnist1d_cnn.get_config()
+  config = configs.get("mnist1d_cnn")
+  config.evals = {}
   config.batch.size = batch
   config.batch.accumulation_steps = accumulation_steps
   config.mesh = mesh or dict(data=1, fsdp=1, seq=1)
@@ -60,7 +58,7 @@ class _Runner:
 
   def __init__(self, config, devices):
     self.mesh = mesh_lib.create(config.mesh, jax.devices()[:devices])
-    setup = loop.setup(config, self.mesh, DATA, total_steps=1000)
+    setup = loop.setup(config, self.mesh, tasks.build(config, DATA, self.mesh, 1000))
     self.step = setup.train_step
     with jax.set_mesh(self.mesh):
       self.state = setup.init(jax.random.key(0))
@@ -90,7 +88,7 @@ def step_times(batch: int, repeats: int) -> dict:
 def temp_bytes(batch: int, accumulation_steps: int) -> int:
   config = _config(batch, accumulation_steps)
   mesh = mesh_lib.create(config.mesh, jax.devices()[:1])
-  setup = loop.setup(config, mesh, DATA, total_steps=1000)
+  setup = loop.setup(config, mesh, tasks.build(config, DATA, mesh, 1000))
   state = jax.eval_shape(setup.task.init, jax.random.key(0))
   batch_shapes = jax.eval_shape(lambda: _batch(batch))
   with jax.set_mesh(mesh):

@@ -10,21 +10,16 @@ donated state) and nothing else. Runs alternate, so machine load affects both al
 """
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import jax
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import mnist1d_cnn  # noqa: E402
-
-from big_batch import optim, tasks, train  # noqa: E402
-from big_batch.data import datasets  # noqa: E402
-from big_batch.optim import schedules  # noqa: E402
-from big_batch.train.metrics import read_jsonl  # noqa: E402
+from big_batch import configs, tasks, train
+from big_batch.data import datasets
+from big_batch.parallel import mesh as mesh_lib
+from big_batch.train.metrics import read_jsonl
 
 
 def trainer_steps_per_second(config) -> float:
@@ -42,8 +37,7 @@ def trainer_steps_per_second(config) -> float:
 def bare_steps_per_second(config) -> float:
   data = datasets.load(config.data)
   num_steps = config.num_steps
-  tx = optim.build(config.optimizer, num_steps)
-  task = tasks.build(config, data, tx, schedules.from_config(config.optimizer, num_steps))
+  task = tasks.build(config, data, mesh_lib.create(config.mesh), num_steps)
   step_fn = jax.jit(task.train_step, donate_argnums=0)
   state = task.init(jax.random.key(config.seed))
   arrays = data.train.read(np.arange(data.train.num_examples))
@@ -65,10 +59,10 @@ def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--repeats", type=int, default=2)
   args = parser.parse_args()
-  config = mnist1d_cnn.get_config()
+  config = configs.get("mnist1d_cnn")
   print(f"default config: {config.model.name} norm={config.model.norm}, batch {config.batch.size}"
         f", {config.num_steps} steps, {jax.device_count()} device(s), log every "
-        f"{config.log_every}, eval every {config.eval_every}, checkpoint every "
+        f"{config.log_every}, eval every {config.evals.test.every}, checkpoint every "
         f"{config.checkpoint_every}")
   trainer, bare = [], []
   for _ in range(args.repeats):

@@ -26,8 +26,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = ml_collections.ConfigDict()
   config.seed = 0
   config.task = "lm"
-  config.data = dict(name="pydoc_text", seq_len=256, data_dir=placeholder(str), in_memory=True,
-                     eval_split="validation")
+  config.data = dict(name="pydoc_text", seq_len=256, data_dir=placeholder(str), in_memory=True)
   # 'lasp2' all-gathers the d x d attention states over `seq` once per layer; 'lasp1' passes
   # them along the ring; 'blockwise' and 'dense' are single-device (parallel/lasp.py).
   config.model = dict(name="linear_attention_lm", vocab_size=256, dim=128, depth=2, heads=4,
@@ -40,18 +39,19 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           weight_decay_mask="exclude_bias_and_norm",
                           trust_ratio_mask="exclude_bias_and_norm",
                           grad_clip_norm=placeholder(float))
-  # One eval batch holds all 118 validation windows (see log_every).
-  config.batch = dict(size=32, eval_size=128, accumulation_steps=1, base_size=32,
-                      lr_scaling="none")
+  config.batch = dict(size=32, accumulation_steps=1, base_size=32, lr_scaling="none")
   config.num_steps = 400
   config.num_epochs = placeholder(float)
+  config.num_examples = placeholder(int)
   # Logging reads the metrics back, which bounds how many steps are queued on the devices.
   # Keep it (and the computations of one evaluation) under 32: XLA:CPU admits 32 in-flight
   # computations per device, and with more queued, a launch waiting for a slot holds one of
   # the 8 threads that the 8 simulated devices' collectives need (a deadlock).
   config.log_every = 20
-  config.log_weight_distance = False
-  config.eval_every = 100
+  # One eval batch holds all 118 validation windows (see log_every).
+  config.evals = dict(validation=dict(every=100, split="validation", batch_size=128))
+  # Warm start named subtrees of the state from another run (train/init_from.py).
+  config.init_from = dict(workdir=placeholder(str), paths=("params",), step=placeholder(int))
   config.checkpoint_every = 200
   config.keep_checkpoints = 2
   config.mesh = dict(data=1, fsdp=1, seq=-1)
@@ -63,6 +63,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 30
     config.optimizer.warmup_steps = 5
     config.log_every = 10
-    config.eval_every = 30
+    config.evals.validation.every = 30
     config.checkpoint_every = 30
   return config

@@ -25,13 +25,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
                           weight_decay_mask=placeholder(str), grad_clip_norm=placeholder(float))
   # lr_scaling ("none", "linear", "sqrt") sets the peak learning rate from optimizer.learning_rate
   # tuned at base_size; accumulation_steps micro-batches make one update (tasks/accumulation.py).
-  config.batch = dict(size=128, eval_size=1000, accumulation_steps=1, base_size=128,
-                      lr_scaling="none")
+  config.batch = dict(size=128, accumulation_steps=1, base_size=128, lr_scaling="none")
   config.num_steps = 6000
   config.num_epochs = placeholder(float)
+  config.num_examples = placeholder(int)
   config.log_every = 500
-  config.log_weight_distance = False  # ||w_t - w_0|| at each log step (Hoffer et al. 2017).
-  config.eval_every = 2000
+  # Evaluators by name, each with its cadence in steps (and always after the last step).
+  config.evals = dict(test=dict(every=2000, split="test", batch_size=1000))
   config.checkpoint_every = 2000
   config.keep_checkpoints = 2
   config.mesh = dict(data=-1, fsdp=1, seq=1)
@@ -41,6 +41,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_steps = 60
     config.optimizer.warmup_steps = 10
     config.log_every = 20
-    config.eval_every = 30
+    config.evals.test.every = 30
     config.checkpoint_every = 30
   return config

@@ -43,15 +43,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.optimizer = dict(name="sgd", learning_rate=BASE_LEARNING_RATE, momentum=0.9,
                           weight_decay=1e-4, weight_decay_mask=placeholder(str),
                           schedule="cosine", warmup_steps=0, end_value=0.0, grad_clip_norm=5.0)
-  config.batch = dict(size=BATCH, eval_size=1000, accumulation_steps=1, base_size=BASE_BATCH,
-                      lr_scaling="sqrt")
+  config.batch = dict(size=BATCH, accumulation_steps=1, base_size=BASE_BATCH, lr_scaling="sqrt")
   # Regime adaptation: epochs x ceil(B / B0) keeps the number of updates of batch B0.
   config.num_epochs = float(
       regime_adaptation({"epochs": BASE_EPOCHS}, BASE_BATCH, BATCH)["epochs"])
   config.num_steps = placeholder(int)
+  config.num_examples = placeholder(int)
   config.log_every = 100
-  config.log_weight_distance = True
-  config.eval_every = 1000
+  # ||w_t - w_0|| (Hoffer et al. 2017, Sec. 3) at every log step, and the test split.
+  config.evals = dict(test=dict(every=1000, split="test", batch_size=1000),
+                      weight_distance=dict(every=100))
   config.checkpoint_every = 1000
   config.keep_checkpoints = 2
   config.mesh = dict(data=-1, fsdp=1, seq=1)
@@ -63,6 +64,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.num_epochs = None
     config.num_steps = 20
     config.log_every = 10
-    config.eval_every = 20
+    config.evals.test.every = 20
+    config.evals.weight_distance.every = 10
     config.checkpoint_every = 20
   return config

@@ -17,21 +17,18 @@ import argparse
 import dataclasses
 import os
 import shutil
-import sys
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from big_batch import train  # noqa: E402
+from big_batch import optim, train  # noqa: E402
+from big_batch.configs import mnist1d_ghost_bn as recipe  # noqa: E402
 from big_batch.scaling.regime import adaptation_factor  # noqa: E402
-from big_batch.train.loop import optimizer_config  # noqa: E402
 from big_batch.train.metrics import read_jsonl  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "configs"))
-import mnist1d_ghost_bn as recipe  # noqa: E402
 
 RESULTS = os.path.join(REPO, "results", "train_longer")
 NUM_TRAIN = 40000
@@ -68,7 +65,9 @@ def config_of(setting: Setting, epochs: float, num_logs: int):
   config.model.ghost_batch_size = recipe.GHOST_BATCH if setting.ghost else None
   steps = int(epochs * NUM_TRAIN // setting.batch)
   config.log_every = max(1, steps // num_logs)
-  config.eval_every = config.checkpoint_every = steps  # Evaluate and save at the end only.
+  config.checkpoint_every = steps  # Evaluate and save at the end only.
+  config.evals.test.every = steps
+  config.evals.weight_distance.every = config.log_every
   return config
 
 
@@ -82,7 +81,7 @@ def distance_config(batch: int, epochs: float):
 def run(config, workdir: str) -> dict:
   shutil.rmtree(workdir, ignore_errors=True)  # A fresh run, not a resumed one.
   summary = train.run(config, workdir)
-  print(f"{workdir}: eval accuracy {summary['eval_accuracy']:.4f} "
+  print(f"{workdir}: test accuracy {summary['evals']['test']['accuracy']:.4f} "
         f"({summary['wall_time_seconds']:.0f} s)", flush=True)
   return summary
 
@@ -103,11 +102,12 @@ def table(rows: list[tuple[Setting, object, dict]], epochs: float) -> str:
       "|---|---|---|---|---|---|---|---|",
   ]
   for setting, config, summary in rows:
-    lr = optimizer_config(config).learning_rate
+    lr = optim.peak_learning_rate(config.optimizer, config.batch)
+    test = summary["evals"]["test"]
     lines.append(
         f"| {setting.name} | {setting.batch} | {config.num_epochs:g} | "
-        f"{summary['total_steps']} | {lr:.3g} | {summary['eval_accuracy']:.4f} | "
-        f"{summary['eval_loss']:.4f} | {summary['wall_time_seconds']:.0f} |")
+        f"{summary['total_steps']} | {lr:.3g} | {test['accuracy']:.4f} | "
+        f"{test['loss']:.4f} | {summary['wall_time_seconds']:.0f} |")
   return "\n".join(lines) + "\n"
 
 
@@ -115,10 +115,10 @@ def plot_distances(workdirs: dict[int, str], path: str, epochs: float) -> None:
   fig, (total_ax, first_ax) = plt.subplots(1, 2, figsize=(11, 4))
   for batch, workdir in workdirs.items():
     records = [r for r in read_jsonl(os.path.join(workdir, "metrics.jsonl"))
-               if "train/weight_distance" in r]
+               if "weight_distance/distance" in r]
     steps = [r["step"] for r in records]
-    total_ax.plot(steps, [r["train/weight_distance"] for r in records], label=f"B={batch}")
-    first_ax.plot(steps, [r["train/weight_distance/convs/0/kernel"] for r in records],
+    total_ax.plot(steps, [r["weight_distance/distance"] for r in records], label=f"B={batch}")
+    first_ax.plot(steps, [r["weight_distance/distance/convs/0/kernel"] for r in records],
                   label=f"B={batch}")
   for ax, title in ((total_ax, "all parameters"), (first_ax, "first layer (convs/0/kernel)")):
     ax.set_xscale("log")

@@ -13,6 +13,8 @@ import os as _os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
+import shutil  # noqa: E402
+
 import pytest  # noqa: E402
 
 REPO = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
@@ -25,13 +27,28 @@ def data_dir(tmp_path_factory):
 
 
 def load_config(name: str, arg: str | None = None):
-  """configs/<name>.py's get_config(arg)."""
-  sys.path.insert(0, _os.path.join(REPO, "configs"))
-  try:
-    module = __import__(name)
-  finally:
-    sys.path.pop(0)
-  return module.get_config(arg)
+  """configs/<name>.py's get_config(arg), as `big_batch.configs` serves it."""
+  from big_batch import configs
+  return configs.get(name, arg)
+
+
+@pytest.fixture(scope="session")
+def finished_quick_run(data_dir, tmp_path_factory):
+  """(workdir, summary) of one complete run of configs/mnist1d_cnn.py:quick: 60 steps, logs at
+  20, 40, 60, test evaluations at 30 and 60, checkpoints at 30 and 60. Read it, don't write."""
+  from big_batch import train
+  config = load_config("mnist1d_cnn", "quick")
+  config.data.data_dir = data_dir
+  workdir = tmp_path_factory.mktemp("finished_quick_run")
+  return workdir, train.run(config, str(workdir))
+
+
+@pytest.fixture
+def finished_workdir(finished_quick_run, tmp_path):
+  """A copy of `finished_quick_run`'s workdir that a test may rerun, change or corrupt."""
+  copy = tmp_path / "finished"
+  shutil.copytree(finished_quick_run[0], copy)
+  return copy
 
 
 @pytest.fixture
@@ -42,9 +59,10 @@ def quick_config(data_dir):
   return config
 
 
-def run_main(args, *, devices=8, timeout=300, **popen):
-  """Runs `python -m big_batch.main ARGS` in a subprocess with `devices` CPU devices."""
-  env = dict(_os.environ)
+def run_main(args, *, devices=8, timeout=300, env=None, **popen):
+  """Runs `python -m big_batch.main ARGS` in a subprocess with `devices` CPU devices
+  (`env`: further environment variables)."""
+  env = {**_os.environ, **(env or {})}
   env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
   env["JAX_PLATFORMS"] = "cpu"
   command = [sys.executable, "-m", "big_batch.main", *args]

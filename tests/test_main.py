@@ -1,5 +1,6 @@
 """The command line: config file, `:quick`, overrides, and what it prints."""
 import json
+import re
 
 from conftest import run_main
 
@@ -15,5 +16,6 @@ def test_main_runs_quick_config_with_overrides(data_dir, tmp_path):
   assert "step 20/20" in result.stdout
   assert "examples/s" in result.stdout and "ETA" in result.stdout
   assert f"Results in {tmp_path}" in result.stdout
-  assert "final eval accuracy" in result.stdout
+  assert re.search(r"final test: accuracy=0\.\d{4} loss=\d+\.\d{4}", result.stdout)
+  assert "20 steps, 2,560 examples" in result.stdout
   assert json.loads((tmp_path / "summary.json").read_text())["final_step"] == 20

@@ -41,7 +41,7 @@ def test_mnist1d_loads_in_memory_and_streaming_identically(data_dir):
   in_memory = datasets.load(config(name="mnist1d", data_dir=data_dir, in_memory=True))
   streaming = datasets.load(config(name="mnist1d", data_dir=data_dir, in_memory=False))
   assert (in_memory.num_classes, in_memory.input_shape) == (10, (40,))
-  assert in_memory.train.num_examples == 4000 and in_memory.test.num_examples == 1000
+  assert in_memory.train.num_examples == 4000 and in_memory.split("test").num_examples == 1000
   idx = np.array([5, 0, 3999, 17])
   a, b = in_memory.train.read(idx), streaming.train.read(idx)
   np.testing.assert_array_equal(a["input"], b["input"])
@@ -54,7 +54,7 @@ def test_standard_tfds_data_set_prepared_in_data_dir(tmp_path):
   SmallCifar10(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
   data = datasets.load(config(name="cifar10", data_dir=str(tmp_path), input_key="image"))
   assert (data.num_classes, data.input_shape) == (10, (32, 32, 3))
-  assert (data.train.num_examples, data.test.num_examples) == (40, 12)
+  assert (data.train.num_examples, data.split("test").num_examples) == (40, 12)
   batch = data.train.read(np.arange(40))
   assert batch["input"].dtype == np.float32
   assert 0.0 <= batch["input"].min() and batch["input"].max() <= 1.0  # uint8 scaled to [0, 1]

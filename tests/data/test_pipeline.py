@@ -1,4 +1,4 @@
-"""Global batches: order a pure function of (seed, step), sharded over the mesh, eval padding."""
+"""Global batches: the order a pure function of (seed, examples drawn), sharded, eval padding."""
 import jax
 import numpy as np
 import pytest
@@ -17,37 +17,58 @@ def mesh8():
   return jax.make_mesh((8,), ("data",), axis_types=(AxisType.Auto,))
 
 
-def test_each_epoch_visits_every_example_once_in_a_seeded_order():
-  n, b = 103, 10  # 10 steps per epoch; 3 examples dropped per epoch.
-  epoch0 = np.concatenate([pipeline.batch_indices(0, s, n, b) for s in range(10)])
-  epoch1 = np.concatenate([pipeline.batch_indices(0, s, n, b) for s in range(10, 20)])
-  assert len(set(epoch0)) == 100 and len(set(epoch1)) == 100
-  assert not np.array_equal(epoch0, epoch1)
-  np.testing.assert_array_equal(pipeline.batch_indices(0, 13, n, b),
-                                pipeline.batch_indices(0, 13, n, b))
-  assert not np.array_equal(pipeline.batch_indices(1, 3, n, b), pipeline.batch_indices(0, 3, n, b))
+def test_the_stream_is_a_concatenation_of_seeded_epoch_permutations():
+  n = 103
+  # Written out independently: epoch e is default_rng((seed, e)).permutation(n).
+  expected = np.concatenate([np.random.default_rng((7, e)).permutation(n) for e in range(3)])
+  got = np.concatenate([pipeline.stream_indices(7, p, 50, n) for p in range(0, 300, 50)]
+                       + [pipeline.stream_indices(7, 300, 9, n)])
+  np.testing.assert_array_equal(got, expected)
+  for epoch in range(3):
+    assert sorted(got[epoch * n:(epoch + 1) * n]) == list(range(n))  # Each example once.
+  assert not np.array_equal(got[:n], got[n:2 * n])
+  other_seed = pipeline.stream_indices(8, 0, n, n)
+  assert not np.array_equal(other_seed, expected[:n])
 
 
-def test_resumed_stream_equals_the_tail_of_the_full_stream():
-  split, sharding = toy_split(64), NamedSharding(mesh8(), P("data"))
-  full = list(pipeline.train_batches(split, batch_size=16, seed=3, start_step=0, num_steps=12,
-                                     sharding=sharding))
-  tail = list(pipeline.train_batches(split, batch_size=16, seed=3, start_step=7, num_steps=12,
-                                     sharding=sharding))
-  assert len(full) == 12 and len(tail) == 5
-  for a, b in zip(full[7:], tail):
-    np.testing.assert_array_equal(a["label"], b["label"])
-  np.testing.assert_array_equal(np.asarray(full[5]["label"]),
-                                pipeline.batch_indices(3, 5, 64, 16))
+def test_batches_of_any_sizes_read_consecutive_stream_positions():
+  n, seed = 50, 3
+  stream = np.concatenate([np.random.default_rng((seed, e)).permutation(n) for e in range(4)])
+  position = 0
+  for size in (7, 16, 1, 40, 33, 50):  # Some batches straddle two epochs.
+    np.testing.assert_array_equal(pipeline.stream_indices(seed, position, size, n),
+                                  stream[position:position + size])
+    position += size
 
 
-def test_batches_are_global_arrays_sharded_over_the_batch_axis():
+def test_a_batch_larger_than_the_data_set_is_a_clear_error():
+  with pytest.raises(ValueError, match="a batch of 128 rows exceeds the 64 training examples"):
+    pipeline.stream_indices(0, 0, 128, 64)
+
+
+def test_reader_gives_global_arrays_sharded_over_the_batch_axis():
   sharding = NamedSharding(mesh8(), P("data"))
-  batch = next(pipeline.train_batches(toy_split(64), batch_size=16, seed=0, start_step=0,
-                                      num_steps=1, sharding=sharding))
+  reader = pipeline.BatchReader(toy_split(64), sharding)
+  indices = np.array([5, 9, 1, 0, 63, 2, 3, 4, 8, 7, 6, 10, 11, 12, 13, 14])
+  batch = reader.read(indices, extra={"weight": np.arange(16, dtype=np.float32)})
   assert batch["input"].shape == (16, 3)
   assert batch["input"].sharding.is_equivalent_to(sharding, 2)
   assert {s.data.shape for s in batch["input"].addressable_shards} == {(2, 3)}
+  np.testing.assert_array_equal(batch["label"], indices)
+  np.testing.assert_array_equal(batch["weight"], np.arange(16))
+
+
+def test_reading_ahead_on_a_thread_gives_the_inline_batches():
+  split, sharding = toy_split(64), NamedSharding(mesh8(), P("data"))
+  reader = pipeline.BatchReader(split, sharding)
+  indices_of = lambda step: pipeline.stream_indices(5, 16 * step, 16, 64)
+  inline = list(pipeline.read_ahead(reader, indices_of, range(3, 11), prefetch=0))
+  prefetched = list(pipeline.read_ahead(reader, indices_of, range(3, 11), prefetch=4))
+  assert len(inline) == len(prefetched) == 8
+  for step, a, b in zip(range(3, 11), inline, prefetched):
+    np.testing.assert_array_equal(a["label"], indices_of(step))
+    np.testing.assert_array_equal(a["input"], b["input"])
+    assert a["input"].sharding.is_equivalent_to(b["input"].sharding, 2)
 
 
 def test_eval_batches_cover_the_split_once_with_a_mask():
@@ -58,20 +79,3 @@ def test_eval_batches_cover_the_split_once_with_a_mask():
   mask = np.concatenate([np.asarray(b["mask"]) for b in batches])
   assert mask.sum() == 21
   np.testing.assert_array_equal(labels[mask == 1], np.arange(21))
-
-
-def test_batch_larger_than_the_data_set_is_a_clear_error():
-  with pytest.raises(ValueError, match="batch_size=128 exceeds the 64 training examples"):
-    pipeline.train_batches(toy_split(64), batch_size=128, seed=0, start_step=0, num_steps=1,
-                           sharding=NamedSharding(mesh8(), P("data")))
-
-
-def test_inline_reading_gives_the_same_batches_as_grain_prefetch():
-  split, sharding = toy_split(64), NamedSharding(mesh8(), P("data"))
-  kwargs = dict(batch_size=16, seed=5, start_step=3, num_steps=11, sharding=sharding)
-  inline = list(pipeline.train_batches(split, prefetch=0, **kwargs))
-  prefetched = list(pipeline.train_batches(split, prefetch=4, **kwargs))
-  assert len(inline) == len(prefetched) == 8
-  for a, b in zip(inline, prefetched):
-    np.testing.assert_array_equal(a["input"], b["input"])
-    assert a["input"].sharding.is_equivalent_to(b["input"].sharding, 2)

@@ -84,11 +84,11 @@ def test_preparation_is_deterministic(sources, tmp_path):
 
 def test_load_by_sequence_length_keeps_features_as_stored(data_dir):
   config = ml_collections.ConfigDict(dict(name="pydoc_text", seq_len=64, data_dir=data_dir,
-                                          eval_split="validation", in_memory=False))
+                                          in_memory=False))
   data = datasets.load(config)
   assert data.num_classes is None and data.input_shape is None
   assert data.train.num_examples == (len(expected_stream("train")) - 1) // 64
-  batch = data.test.read(np.array([3, 0]))
+  batch = data.split("validation").read(np.array([3, 0]))
   assert set(batch) == {"inputs", "targets"}
   assert batch["inputs"].dtype == np.int32 and batch["inputs"].shape == (2, 64)
   np.testing.assert_array_equal(batch["inputs"][:, 1:], batch["targets"][:, :-1])

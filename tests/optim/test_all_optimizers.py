@@ -8,7 +8,7 @@ import optax
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from big_batch import optim
+from big_batch import checks, optim
 from big_batch.optim import masks, schedules
 
 # (name, keyword arguments, learning rate of the convergence test: optax's alias_test values)
@@ -186,7 +186,7 @@ def test_state_keeps_the_sharding_of_its_parameters(name, kwargs, _):
 def test_build_from_config(name, fields, direct):
   config = ml_collections.ConfigDict(dict(name=name, learning_rate=0.5, schedule="cosine",
                                           warmup_steps=2, **fields))
-  built = optim.build(config, total_steps=6)
+  built = optim.build(config, total_steps=6).tx
   expected = direct(schedules.warmup_then("cosine", 0.5, total_steps=6, warmup_steps=2))
   params, grads = _params(), _grads(4)
 
@@ -210,3 +210,7 @@ def test_build_rejects_an_unknown_field(name):
   config = ml_collections.ConfigDict(dict(name=name, learning_rate=0.1, trust_coefficent=1e-3))
   with pytest.raises(TypeError, match="trust_coefficent"):
     optim.build(config, total_steps=10)
+  with pytest.raises(ValueError, match=r"config.optimizer.trust_coefficent: not a field here "
+                                       rf"\(optimizer '{name}' takes \["):
+    optim.check(checks.Checker(ml_collections.ConfigDict({"optimizer": config})).section(
+        "optimizer"))

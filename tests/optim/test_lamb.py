@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from big_batch.optim import lamb, masks, schedules
+from big_batch.optim import masks, schedules
+from big_batch.optim.layerwise import lamb
 from optimizer_cases import (assert_matches_reference as _assert_matches_reference,
                               max_abs_diff as _max_diff, mixed_params as _params,
                               norm64 as _norm, per_step_grads as _grads, run_jitted as _run)
@@ -23,13 +24,13 @@ GRADS = _grads(PARAMS, STEPS)
 
 # One compiled run per configuration, shared by the tests (compilation dominates their time).
 RUNS = {
-    "default": lambda: lamb.lamb(SCHEDULE),
+    "default": lambda: lamb(SCHEDULE),
     "optax_default": lambda: optax.lamb(SCHEDULE),
-    "decay": lambda: lamb.lamb(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
+    "decay": lambda: lamb(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
     "optax_decay": lambda: optax.lamb(SCHEDULE, weight_decay=0.01, mask=MASK),
-    "tfa": lambda: lamb.lamb(SCHEDULE, weight_decay=0.1, weight_decay_mask=MASK,
+    "tfa": lambda: lamb(SCHEDULE, weight_decay=0.1, weight_decay_mask=MASK,
                              trust_ratio_mask=MASK),
-    "nvlamb": lambda: lamb.lamb(SCHEDULE, b1=0.8, b2=0.99, eps=1e-3, weight_decay=0.01,
+    "nvlamb": lambda: lamb(SCHEDULE, b1=0.8, b2=0.99, eps=1e-3, weight_decay=0.01,
                                 max_grad_norm=1.0, bias_correction=False),
 }
 
@@ -118,7 +119,7 @@ def test_no_trust_ratio_is_adamw():
   params = {k: PARAMS[k] for k in ("dense_kernel", "dense_bias")}
   grads = [{k: g[k] for k in params} for g in GRADS[:8]]
   nowhere = lambda params: jax.tree.map(lambda _: False, params)
-  ours, _ = _run(lamb.lamb(SCHEDULE, weight_decay=0.01, trust_ratio_mask=nowhere), params, grads)
+  ours, _ = _run(lamb(SCHEDULE, weight_decay=0.01, trust_ratio_mask=nowhere), params, grads)
   adamw, _ = _run(optax.adamw(SCHEDULE, eps=1e-6, weight_decay=0.01), params, grads)
   assert max(_max_diff(a, b) for a, b in zip(ours, adamw)) < 1e-6
 
@@ -126,7 +127,7 @@ def test_no_trust_ratio_is_adamw():
 def test_zero_gradient_gives_no_update_and_no_nan():
   """||u|| = 0 gives ratio 1, not ||w||/0 = inf (inf * 0 would be NaN)."""
   params = {k: PARAMS[k] for k in ("dense_kernel", "zero_kernel")}
-  history, _ = _run(lamb.lamb(0.1), params, [jax.tree.map(jnp.zeros_like, params)] * 2)
+  history, _ = _run(lamb(0.1), params, [jax.tree.map(jnp.zeros_like, params)] * 2)
   for _, update in history:
     for leaf in jax.tree.leaves(update):
       assert np.all(np.asarray(leaf) == 0.0)
@@ -136,7 +137,7 @@ def test_norms_are_float32_for_float16_leaves():
   """||w||^2 = 9e6 overflows float16 (max 65504); float32 norms keep ||update|| = lr ||w||."""
   params = {"w": jnp.full((100, 100), 30.0, jnp.float16)}
   grad = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(100, 100)), jnp.float16)}
-  tx = lamb.lamb(0.1, weight_decay=0.01)
+  tx = lamb(0.1, weight_decay=0.01)
   update, _ = jax.jit(tx.update)(grad, tx.init(params), params)
   assert update["w"].dtype == jnp.float16
   np.testing.assert_allclose(_norm(update["w"]), 0.1 * _norm(params["w"]), rtol=2e-3)
@@ -146,7 +147,7 @@ def test_gradient_through_the_update_is_finite_at_zero_norms():
   """d(update)/d(params) is finite at ||w|| = 0 and at ||u|| = 0 (optax.lamb: NaN at ||u|| = 0)."""
   params = {"zero_kernel": jnp.zeros((6, 5)), "dense_kernel": PARAMS["dense_kernel"]}
   grads = {"zero_kernel": GRADS[0]["zero_kernel"], "dense_kernel": jnp.zeros((8, 5))}
-  tx = lamb.lamb(0.1)
+  tx = lamb(0.1)
 
   def total_update(params):
     update, _ = tx.update(grads, tx.init(params), params)

@@ -7,7 +7,8 @@ import numpy as np
 import optax
 import pytest
 
-from big_batch.optim import lars, masks, schedules
+from big_batch.optim import masks, schedules
+from big_batch.optim.layerwise import LARS_RATIOS, lars
 from optimizer_cases import (assert_matches_reference as _assert_matches_reference,
                               max_abs_diff as _max_diff, mixed_params as _params,
                               norm64 as _norm, per_step_grads as _grads, run_jitted as _run)
@@ -25,13 +26,13 @@ MASKED = {"weight_decay": 0.01, "weight_decay_mask": MASK, "trust_ratio_mask": M
 
 # One compiled run per configuration, shared by the tests (compilation dominates their time).
 RUNS = {
-    "default": lambda: lars.lars(SCHEDULE),
+    "default": lambda: lars(SCHEDULE),
     "optax_default": lambda: optax.lars(SCHEDULE),
-    "masked": lambda: lars.lars(SCHEDULE, nesterov=True, eps=1e-3, **MASKED),
+    "masked": lambda: lars(SCHEDULE, nesterov=True, eps=1e-3, **MASKED),
     "optax_masked": lambda: optax.lars(SCHEDULE, nesterov=True, eps=1e-3, **MASKED),
-    "mlperf": lambda: lars.lars(SCHEDULE, ratio="mlperf", weight_decay=1.0, eps=1e-3, momentum=0.8),
-    "mlperf_masked": lambda: lars.lars(SCHEDULE, ratio="mlperf", nesterov=True, **MASKED),
-    "mlperf_no_decay": lambda: lars.lars(SCHEDULE, ratio="mlperf"),
+    "mlperf": lambda: lars(SCHEDULE, ratio="mlperf", weight_decay=1.0, eps=1e-3, momentum=0.8),
+    "mlperf_masked": lambda: lars(SCHEDULE, ratio="mlperf", nesterov=True, **MASKED),
+    "mlperf_no_decay": lambda: lars(SCHEDULE, ratio="mlperf"),
 }
 
 
@@ -125,15 +126,15 @@ def test_masked_leaves_get_no_decay_and_no_trust_ratio(name):
 
 def test_unknown_ratio_is_rejected():
   with pytest.raises(ValueError, match="ratio='paper'"):
-    lars.lars(1.0, ratio="paper")
+    lars(1.0, ratio="paper")
 
 
-@pytest.mark.parametrize("ratio", lars.RATIOS)
+@pytest.mark.parametrize("ratio", LARS_RATIOS)
 def test_gradient_through_the_update_is_finite_at_zero_norms(ratio):
   """d(update)/d(params) is finite at ||w|| = 0 and at ||g|| = 0 (optax.lars gives NaN there)."""
   params = {"zero_kernel": jnp.zeros((6, 5)), "dense_kernel": PARAMS["dense_kernel"]}
   grads = {"zero_kernel": GRADS[0]["zero_kernel"], "dense_kernel": jnp.zeros((8, 5))}
-  tx = lars.lars(0.1, ratio=ratio)
+  tx = lars(0.1, ratio=ratio)
 
   def total_update(params):
     update, _ = tx.update(grads, tx.init(params), params)

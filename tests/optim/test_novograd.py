@@ -8,7 +8,8 @@ import numpy as np
 import optax
 import pytest
 
-from big_batch.optim import masks, novograd, schedules
+from big_batch.optim import masks, schedules
+from big_batch.optim.layerwise import novograd
 from optimizer_cases import (assert_matches_reference as _assert_matches_reference,
                               max_abs_diff as _max_diff, mixed_params as _params,
                               norm64 as _norm, per_step_grads as _grads, run_jitted as _run)
@@ -25,10 +26,10 @@ GRADS = _grads(PARAMS, STEPS)
 
 # One compiled run per configuration, shared by the tests (compilation dominates their time).
 RUNS = {
-    "optax_equal": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, **OPTAX_DEFAULTS),
+    "optax_equal": lambda: novograd(SCHEDULE, weight_decay=0.01, **OPTAX_DEFAULTS),
     "optax": lambda: optax.novograd(SCHEDULE, weight_decay=0.01),
-    "masked": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
-    "averaged": lambda: novograd.novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK,
+    "masked": lambda: novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
+    "averaged": lambda: novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK,
                                           grad_averaging=True),
 }
 
@@ -105,7 +106,7 @@ def test_grad_averaging_scales_the_momentum_by_one_minus_b1():
 
 def test_first_update_norm_is_lr_without_weight_decay():
   """Step 1: m_1 = g/(||g|| + eps), so ||dw|| = lr ||g|| / (||g|| + eps) for every leaf."""
-  tx = novograd.novograd(0.1)
+  tx = novograd(0.1)
   grad = GRADS[0]
   update, _ = jax.jit(tx.update)(grad, tx.init(PARAMS), PARAMS)
   for k in PARAMS:
@@ -118,7 +119,7 @@ def test_second_moment_is_one_float32_scalar_per_leaf():
   """optax keeps nu in the parameter dtype; here it is float32 and the update keeps bfloat16."""
   params = {"w": jnp.full((64, 64), 3.0, jnp.bfloat16), "b": jnp.zeros((64,), jnp.bfloat16)}
   grad = jax.tree.map(lambda p: jnp.full_like(p, 300.0), params)
-  tx = novograd.novograd(0.1)
+  tx = novograd(0.1)
   update, state = jax.jit(tx.update)(grad, tx.init(params), params)
   nu = state[0].nu
   assert all(v.shape == () and v.dtype == jnp.float32 for v in jax.tree.leaves(nu))

@@ -5,6 +5,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from big_batch import optim
 from big_batch.optim import schedules
 
 PEAK, END, WARMUP, TOTAL = 2.0, 0.02, 10, 110
@@ -55,11 +56,12 @@ def test_invalid_arguments_are_rejected():
     schedules.warmup_then("cosine", PEAK, TOTAL, warmup_steps=200)
 
 
-def test_from_config_reads_the_optimizer_fields():
+def test_build_reads_the_schedule_fields_of_the_optimizer_config():
   config = ml_collections.ConfigDict(dict(name="lars", learning_rate=PEAK, schedule="polynomial",
                                           warmup_steps=WARMUP, end_value=END, power=2.0))
-  schedule = schedules.from_config(config, TOTAL)
+  schedule = optim.build(config, TOTAL).learning_rate
   for step in (5, 60, TOTAL):
     np.testing.assert_allclose(schedule(step), _closed_form("polynomial", step), rtol=1e-6)
-  constant = schedules.from_config(ml_collections.ConfigDict(dict(learning_rate=0.3)), TOTAL)
+  constant = optim.build(ml_collections.ConfigDict(dict(name="sgd", learning_rate=0.3)),
+                         TOTAL).learning_rate
   np.testing.assert_allclose([constant(0), constant(TOTAL)], [0.3, 0.3], rtol=1e-7)

@@ -24,21 +24,45 @@ def test_axis_sizes_fill_the_devices(config, expected):
     (dict(data=4, fsdp=1, seq=1), r"has 4 devices but 8 are available"),
     (dict(data=3, fsdp=-1, seq=1), r"8 devices are not divisible by the fixed axes' product 3"),
     (dict(data=-1, fsdp=-1, seq=1), r"at most one -1"),
-    (dict(data=0, fsdp=8, seq=1), r"positive sizes"),
-    (dict(data=8, model=1), r"unknown axes \['model'\]"),
+    (dict(data=0, fsdp=8, seq=1), r"positive integer sizes"),
+    (dict(data=8, worker=2.5), r"positive integer sizes"),
+    ({"data": 8, "my axis": 1}, r"axis names \['my axis'\] must be Python identifiers"),
 ])
 def test_axis_sizes_errors_name_the_mesh(config, match):
   with pytest.raises(ValueError, match=match):
     mesh_lib.axis_sizes(config, 8)
 
 
+def test_a_task_may_name_axes_of_its_own_after_the_three_roles():
+  sizes = mesh_lib.axis_sizes(dict(data=2, worker=-1, stage=2), 8)
+  assert list(sizes) == ["data", "fsdp", "seq", "worker", "stage"]
+  assert sizes == dict(data=2, fsdp=1, seq=1, worker=2, stage=2)
+  mesh = mesh_lib.create(dict(data=2, worker=-1, stage=2))
+  assert mesh.axis_names == ("data", "fsdp", "seq", "worker", "stage")
+  assert mesh_lib.shards(mesh) == 2 and mesh_lib.shards(mesh, ("worker",)) == 2
+
+
+def test_leading_axis_sharding_puts_one_slice_per_member_on_its_devices():
+  mesh = mesh_lib.create(dict(data=2, worker=4))
+  state = {"x": jnp.arange(8 * 3.0).reshape(8, 3), "y": jnp.zeros((4,))}
+  shardings = sharding_lib.leading_axis(state, mesh, "worker")
+  placed = jax.device_put(state, shardings)
+  assert placed["x"].sharding.shard_shape((8, 3)) == (2, 3)  # 8 members over 4 workers.
+  assert placed["y"].sharding.shard_shape((4,)) == (1,)
+  with pytest.raises(ValueError, match=r"state leaf 'x' of shape \(6, 3\) has no leading "
+                                       r"dimension divisible by mesh axis 'worker' of size 4"):
+    sharding_lib.leading_axis({"x": jnp.zeros((6, 3))}, mesh, "worker")
+  with pytest.raises(ValueError, match=r"mesh axis 'stage' is not one of"):
+    sharding_lib.leading_axis(state, mesh, "stage")
+
+
 def test_create_builds_auto_axes_over_the_given_devices():
   mesh = mesh_lib.create(dict(data=2, fsdp=4, seq=1))
   assert dict(mesh.shape) == dict(data=2, fsdp=4, seq=1)
   assert set(mesh.axis_types) == {jax.sharding.AxisType.Auto}
-  assert mesh_lib.batch_size_of_axes(mesh) == 8
+  assert mesh_lib.shards(mesh) == 8
   one = mesh_lib.create(dict(data=-1), devices=jax.devices()[:1])
-  assert one.devices.size == 1 and mesh_lib.batch_size_of_axes(one) == 1
+  assert one.devices.size == 1 and mesh_lib.shards(one) == 1
 
 
 @pytest.mark.parametrize("shape, fsdp, min_size, expected", [

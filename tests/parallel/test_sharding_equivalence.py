@@ -11,13 +11,14 @@ import jax
 import numpy as np
 import pytest
 
+from big_batch import tasks
 from big_batch.data.datasets import Dataset
 from big_batch.parallel import mesh as mesh_lib
 from big_batch.parallel import sharding as sharding_lib
 from big_batch.train import loop
 
 STEPS, BATCH = 20, 64
-DATA = Dataset(train=None, test=None, num_classes=10, input_shape=(40,))
+DATA = Dataset(splits={}, num_classes=10, input_shape=(40,))
 MODELS = {
     "mlp": (dict(name="mlp", hidden=(64, 64), norm="none"), "adamw"),
     "bn_cnn": (dict(name="cnn1d", channels=(8, 16), norm="batch"), "sgd"),
@@ -35,6 +36,7 @@ def _batches():
 
 def _config(quick_config, model, sharding, mesh_shape):
   config = quick_config.copy_and_resolve_references()
+  config.evals = {}
   config.model, config.optimizer.name = MODELS[model]
   if config.optimizer.name == "sgd":
     config.optimizer.learning_rate = 0.1
@@ -52,7 +54,7 @@ def _train(config, initial_state=None, devices=None):
   instead of once per mesh keeps the test fast.
   """
   mesh = mesh_lib.create(config.mesh, devices)
-  setup = loop.setup(config, mesh, DATA, STEPS)
+  setup = loop.setup(config, mesh, tasks.build(config, DATA, mesh, STEPS))
   batch_sharding = sharding_lib.batch_sharding(mesh)
   with jax.set_mesh(mesh):
     if initial_state is None:
@@ -73,7 +75,7 @@ def one_device():
     if model not in cache:
       config = _config(quick_config, model, "replicated", (1, 1))
       mesh = mesh_lib.create(config.mesh, jax.devices()[:1])
-      initial = jax.device_get(loop.setup(config, mesh, DATA, STEPS).init(
+      initial = jax.device_get(loop.setup(config, mesh, tasks.build(config, DATA, mesh, STEPS)).init(
           jax.random.key(config.seed)))
       cache[model] = initial, jax.device_get(_train(config, initial, jax.devices()[:1])["params"])
     return cache[model]

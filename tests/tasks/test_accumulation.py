@@ -13,9 +13,6 @@ and micro-batch):
   the rows regrouped micro-batch by micro-batch, so they equal the unsplit run on the batch
   permuted that way, and not on the batch as given.
 """
-import importlib.util
-import os
-
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -24,18 +21,17 @@ import optax
 import pytest
 from flax import nnx
 
-from big_batch import models, tasks, train
+from big_batch import models, optim, tasks, train
 from big_batch.data.datasets import Dataset
 from big_batch.parallel import mesh as mesh_lib
 from big_batch.tasks import supervised
 from big_batch.tasks.accumulation import accumulate_gradients, batch_shards, micro_batch
-from big_batch.train import loop
 from big_batch.train.metrics import read_jsonl
 from big_batch.train.validate import validate
+from conftest import load_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BATCH, FEATURES, CLASSES = 64, 12, 5
-DATA = Dataset(train=None, test=None, num_classes=CLASSES, input_shape=(FEATURES,))
+DATA = Dataset(splits={}, num_classes=CLASSES, input_shape=(FEATURES,))
 
 
 def _batch(rows=BATCH, seed=0):
@@ -154,10 +150,10 @@ def test_running_stats_follow_micro_batch_order_across_devices():
 
 def _task(steps, norm="ghost", ghost=8, rows=BATCH):
   config = ml_collections.ConfigDict(dict(
-      task="supervised", model=_model_config(norm, ghost).to_dict(),
+      task="supervised", seed=0, model=_model_config(norm, ghost).to_dict(),
+      optimizer=dict(name="sgd", learning_rate=0.1, momentum=0.9),
       batch=dict(size=rows, accumulation_steps=steps)))
-  schedule = optax.constant_schedule(0.1)
-  return tasks.build(config, DATA, optax.sgd(schedule, momentum=0.9), schedule)
+  return tasks.build(config, DATA, mesh=None, total_steps=10)
 
 
 def test_train_step_with_accumulation_makes_the_unsplit_update():
@@ -200,14 +196,17 @@ def test_peak_memory_is_that_of_one_micro_batch():
 # --- The trainer: config checks, learning-rate scaling, accumulation and ||w_t - w_0|| -------
 
 @pytest.mark.parametrize("changes, match", [
-    (dict(size=100), r"config.batch.size=100 is not divisible by the 8 devices of mesh axes"),
+    (dict(size=100), r"config.batch.size=100 is not divisible by the 8 devices of the batch axes "
+                     r"\('data', 'fsdp'\): use a multiple of 8"),
     (dict(size=128, accumulation_steps=32),
-     r"config.batch.size=128 is not divisible by the 8 devices of mesh axes \('data', 'fsdp'\) "
-     r"times config.batch.accumulation_steps=32"),
+     r"config.batch.size=128 is not divisible by the 8 devices of the batch axes \('data', "
+     r"'fsdp'\) times 32 micro-batches .*use a multiple of 256"),
     (dict(size=128, accumulation_steps=4, ghost=8),
-     r"config.model.ghost_batch_size=8 does not divide the per-device micro-batch "
-     r"config.batch.size / \(devices x accumulation_steps\) = 128 / \(8 x 4\) = 4"),
-    (dict(size=128, ghost=32), r"ghost_batch_size=32 does not divide .* = 128 / \(8 x 1\) = 16"),
+     r"config.model.ghost_batch_size=8 does not divide each device's micro-batch \(128 / \(8 "
+     r"devices x 4 micro-batches\)\) = 4 rows"),
+    (dict(size=128, ghost=48), r"ghost_batch_size=48 does not divide the global batch = 128 rows"),
+    (dict(size=128, max_micro_batch=3),
+     r"config.batch.size=128 is not divisible .* times 6 micro-batches"),
     (dict(accumulation_steps=0), r"config.batch.accumulation_steps=0 must be a positive integer"),
     (dict(lr_scaling="cube"), r"config.batch.lr_scaling='cube' is not one of"),
     (dict(mesh=dict(data=4, fsdp=1, seq=1)), r"has 4 devices but 8 are available"),
@@ -223,6 +222,14 @@ def test_validate_names_the_field_and_value(quick_config, changes, match):
     validate(quick_config, 8)
 
 
+def test_ghost_batches_may_span_devices_without_accumulation(quick_config):
+  """k = 1: a ghost batch of 32 rows spans two devices' 16 rows each, which Ghost BN allows
+  (ghost batches are cut from the global batch); it must only divide the batch."""
+  quick_config.model.norm, quick_config.model.ghost_batch_size = "ghost", 32
+  quick_config.batch.update(dict(size=128, accumulation_steps=1))
+  validate(quick_config, 8)
+
+
 def test_validate_accepts_ghost_batches_that_divide_the_micro_batch(quick_config):
   quick_config.model.norm, quick_config.model.ghost_batch_size = "ghost", 4
   quick_config.batch.update(dict(size=128, accumulation_steps=4))
@@ -230,10 +237,12 @@ def test_validate_accepts_ghost_batches_that_divide_the_micro_batch(quick_config
 
 
 @pytest.mark.parametrize("rule, expected", [("none", 0.01), ("linear", 0.04), ("sqrt", 0.02)])
-def test_optimizer_config_scales_the_peak_learning_rate_on_a_copy(quick_config, rule, expected):
+def test_peak_learning_rate_is_scaled_and_the_config_left_as_given(quick_config, rule, expected):
   quick_config.batch.update(dict(size=512, base_size=128, lr_scaling=rule))
   quick_config.lock()
-  assert loop.optimizer_config(quick_config).learning_rate == pytest.approx(expected)
+  built = optim.build(quick_config.optimizer, 100, batch=quick_config.batch)
+  assert float(built.learning_rate(quick_config.optimizer.warmup_steps)) == pytest.approx(
+      expected)
   assert quick_config.optimizer.learning_rate == 0.01
 
 
@@ -241,27 +250,29 @@ def test_ghost_bn_recipe_trains_with_accumulation_and_logs_the_weight_distance(d
                                                                                 tmp_path):
   """configs/mnist1d_ghost_bn.py:quick (batch 1024, sqrt lr from 128, Ghost BN) in 2
   micro-batches of 64 rows per device, ghost batches of 32."""
-  spec = importlib.util.spec_from_file_location(
-      "mnist1d_ghost_bn", os.path.join(REPO, "configs", "mnist1d_ghost_bn.py"))
-  recipe = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(recipe)
-  config = recipe.get_config("quick")
+  config = load_config("mnist1d_ghost_bn", "quick")
   config.data.data_dir = data_dir
-  config.num_steps, config.log_every, config.eval_every, config.checkpoint_every = 20, 5, 20, 20
+  config.num_steps, config.log_every, config.checkpoint_every = 20, 5, 20
+  config.evals.test.every, config.evals.weight_distance.every = 20, 5
   config.optimizer.schedule = "constant"
   config.batch.accumulation_steps = 2
   config.model.ghost_batch_size = 32
   summary = train.run(config, str(tmp_path))
   assert summary["final_step"] == 20
-  records = [r for r in read_jsonl(str(tmp_path / "metrics.jsonl")) if "train/loss" in r]
-  assert [r["step"] for r in records] == [5, 10, 15, 20]
+  records = read_jsonl(str(tmp_path / "metrics.jsonl"))
+  train_records = [r for r in records if "train/loss" in r]
+  assert [r["step"] for r in train_records] == [5, 10, 15, 20]
   lr = 0.1 * np.sqrt(1024 / 128)
-  assert all(r["train/learning_rate"] == pytest.approx(lr) for r in records)
-  assert records[-1]["train/loss"] < records[0]["train/loss"]
-  distances = [r["train/weight_distance"] for r in records]
+  assert all(r["train/learning_rate"] == pytest.approx(lr) for r in train_records)
+  assert train_records[-1]["train/loss"] < train_records[0]["train/loss"]
+  distance_records = [r for r in records if "weight_distance/distance" in r]
+  assert [r["step"] for r in distance_records] == [5, 10, 15, 20]
+  distances = [r["weight_distance/distance"] for r in distance_records]
   assert 0 < distances[0] < distances[1] < distances[2] < distances[3], distances
-  per_leaf = {k: v for k, v in records[-1].items() if k.startswith("train/weight_distance/")}
-  assert "train/weight_distance/convs/0/kernel" in per_leaf
-  assert "train/weight_distance/norms/2/scale" in per_leaf
+  per_leaf = {k: v for k, v in distance_records[-1].items()
+              if k.startswith("weight_distance/distance/")}
+  assert "weight_distance/distance/convs/0/kernel" in per_leaf
+  assert "weight_distance/distance/norms/2/scale" in per_leaf
   np.testing.assert_allclose(np.sqrt(sum(v**2 for v in per_leaf.values())), distances[-1],
                              rtol=1e-5)
+  assert summary["evals"]["weight_distance"]["distance"] == pytest.approx(distances[-1])

@@ -10,6 +10,8 @@ import pytest
 from flax import nnx
 
 from big_batch import models
+from big_batch.data.datasets import Dataset, Split
+from big_batch.parallel import mesh as mesh_lib
 from big_batch.tasks import lm
 
 BATCH, SEQ, LR = 4, 16, 0.1
@@ -17,14 +19,26 @@ BATCH, SEQ, LR = 4, 16, 0.1
 
 def lm_config(accumulation_steps=1):
   return ml_collections.ConfigDict({
+      "seed": 0,
       "model": {"name": "linear_attention_lm", "dim": 16, "depth": 1, "heads": 2,
                 "sequence_parallel": "dense"},
-      "batch": {"accumulation_steps": accumulation_steps},
+      "optimizer": {"name": "sgd", "learning_rate": LR, "momentum": 0.0},
+      "batch": {"size": BATCH, "accumulation_steps": accumulation_steps},
+      "evals": {"validation": {"every": 1, "batch_size": 4}},
   })
 
 
-def tiny_task(accumulation_steps=1):
-  return lm.build(lm_config(accumulation_steps), None, optax.sgd(LR), optax.constant_schedule(LR))
+def split_of(arrays):
+  return Split(len(arrays["inputs"]), lambda idx: {k: np.asarray(v)[idx]
+                                                   for k, v in arrays.items()})
+
+
+def tiny_task(accumulation_steps=1, validation=None):
+  """The task; its 'validation' evaluator reads `validation` (a dict of arrays)."""
+  data = Dataset(splits={"validation": split_of(validation or batch())}, num_classes=None,
+                 input_shape=None)
+  mesh = mesh_lib.create(dict(data=1), devices=jax.devices()[:1])
+  return lm.build(lm_config(accumulation_steps), data, mesh, total_steps=10)
 
 
 def batch(n=BATCH, seed=0):
@@ -53,7 +67,7 @@ def task_state_logits():
   graphdef, params = nnx.split(models.build_language_model(lm_config().model, nnx.Rngs(key)))
   jax.tree.map(np.testing.assert_array_equal, params.to_pure_dict(), state["params"])
   logits = jax.jit(lambda p, x: nnx.merge(graphdef, p)(x))(params, batch()["inputs"])
-  task = task._replace(train_step=jax.jit(task.train_step), eval_step=jax.jit(task.eval_step))
+  task = task._replace(train_step=jax.jit(task.train_step))
   return task, state, logits
 
 
@@ -97,19 +111,20 @@ def test_accumulated_step_equals_the_whole_batch_step(task_state_logits):
   np.testing.assert_allclose(halves_metrics["loss"], whole_metrics["loss"], rtol=1e-5)
 
 
-def test_eval_sums_tokens_of_unmasked_examples_only(task_state_logits):
-  task, state, logits = task_state_logits
+def test_evaluation_averages_the_tokens_of_the_split_only(task_state_logits):
+  """Over a split of 2 sequences in batches of 4: the 2 padded rows must not count."""
+  _, state, logits = task_state_logits
   b = batch()
   loss, correct = numpy_next_token(logits, b["targets"])
-  mask = jnp.array([1.0, 0.0, 1.0, 0.0])
-  sums = task.eval_step(state, {**b, "mask": mask})
   kept = np.array([0, 2])
-  assert float(sums["count"]) == 2 * SEQ
-  np.testing.assert_allclose(sums["loss"], loss[kept].sum(), rtol=1e-5)
-  np.testing.assert_allclose(sums["bits_per_byte"], loss[kept].sum() / math.log(2), rtol=1e-5)
-  np.testing.assert_allclose(sums["accuracy"], correct[kept].sum(), rtol=1e-6)
-  full = task.eval_step(state, b)
-  np.testing.assert_allclose(full["loss"] / full["count"], loss.mean(), rtol=1e-5)
+  evaluator = tiny_task(validation={k: np.asarray(b[k])[kept] for k in ("inputs", "targets")}
+                        ).evaluators["validation"]
+  got = evaluator(state)
+  np.testing.assert_allclose(got["loss"], loss[kept].mean(), rtol=1e-5)
+  np.testing.assert_allclose(got["bits_per_byte"], loss[kept].mean() / math.log(2), rtol=1e-5)
+  np.testing.assert_allclose(got["accuracy"], correct[kept].mean(), rtol=1e-6)
+  full = tiny_task().evaluators["validation"](state)
+  np.testing.assert_allclose(full["loss"], loss.mean(), rtol=1e-5)
 
 
 def test_unknown_language_model_is_named():

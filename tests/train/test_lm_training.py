@@ -38,7 +38,7 @@ def test_quick_lm_run_learns(lasp2_run):
   assert len(losses) == summary["final_step"] == 30
   assert losses[0] > 5.0  # Near ln 256 = 5.55 at initialization.
   assert losses[-1] < losses[0] - 1.0  # 30 steps learn byte frequencies at least.
-  train_metrics, eval_metrics = summary["train"], summary["eval"]
+  train_metrics, eval_metrics = summary["train"], summary["evals"]["validation"]
   assert train_metrics["bits_per_byte"] == pytest.approx(train_metrics["loss"] / math.log(2))
   assert eval_metrics["bits_per_byte"] == pytest.approx(eval_metrics["loss"] / math.log(2))
   assert eval_metrics["loss"] < 4.5 and 0.1 < eval_metrics["accuracy"] < 1.0
@@ -51,7 +51,8 @@ def test_lasp2_on_a_seq_mesh_follows_the_single_device_attention_curve(lasp2_run
   summary = train.run(config, str(tmp_path))
   lasp2_summary, lasp2_losses = lasp2_run
   assert train_losses(tmp_path) == pytest.approx(lasp2_losses, rel=1e-5)
-  assert summary["eval"] == pytest.approx(lasp2_summary["eval"], rel=1e-5)
+  assert summary["evals"]["validation"] == pytest.approx(lasp2_summary["evals"]["validation"],
+                                                         rel=1e-5)
 
 
 @pytest.mark.parametrize("field, value, message", [

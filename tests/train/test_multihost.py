@@ -26,7 +26,7 @@ from big_batch.parallel import sharding as sharding_lib
 from conftest import REPO, load_config, run_main
 
 CONFIG = "configs/mnist1d_cnn.py:quick"
-SHORT = {"num_steps": 20, "log_every": 5, "checkpoint_every": 5, "eval_every": 20}
+SHORT = {"num_steps": 20, "log_every": 5, "checkpoint_every": 5, "evals.test.every": 20}
 # FSDP over all 8 devices, so its parameter gathers and gradient reductions cross processes;
 # 32 channels give kernels a dimension divisible by 8 (25 has none, so nothing would shard).
 FSDP = {**SHORT, "sharding": "fsdp", "mesh.fsdp": 8, "model.channels": (32, 32, 32)}
@@ -59,7 +59,7 @@ def launch_main(data_dir, overrides, workdir, *, devices=4, **popen):
 
 def read_state(workdir, step):
   """The train state of the checkpoint at `step` as numpy arrays, whoever wrote it."""
-  path = os.path.join(workdir, "checkpoints", str(step), "default")
+  path = os.path.join(workdir, "checkpoints", str(step), "state")
   checkpointer = ocp.StandardCheckpointer()
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   abstract = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
@@ -124,7 +124,7 @@ def test_data_parallel_two_processes_match_one(one_by_eight, two_by_four):
   assert_same_curve(one_by_eight, workdir)
   assert_same_params(read_state(one_by_eight, 20), read_state(workdir, 20))
   # Logs once, from process 0, with every process's throughput.
-  assert output.count("step 20/20") == 1 and output.count("final eval accuracy") == 1
+  assert output.count("step 20/20") == 1 and output.count("final test:") == 1
   assert [r["step"] for r in train_records(workdir)] == [5, 10, 15, 20]
   assert all(r["train/examples_per_second/process_0"] > 0
              and r["train/examples_per_second/process_1"] > 0 for r in train_records(workdir))
@@ -137,7 +137,7 @@ def test_fsdp_two_processes_match_one(data_dir, tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert_same_curve(one, tmp_path / "2x4")
   assert_same_params(read_state(one, 20), read_state(tmp_path / "2x4", 20))
-  path = os.path.join(tmp_path, "2x4", "checkpoints", "20", "default")
+  path = os.path.join(tmp_path, "2x4", "checkpoints", "20", "state")
   kernel = ocp.StandardCheckpointer().metadata(path).item_metadata["params"]["convs"]["1"]
   assert kernel["kernel"].sharding.partition_spec == (None, "fsdp", None)  # Really sharded.
 
@@ -174,7 +174,7 @@ def test_device_rows_partition_the_global_batch(num_processes, mesh_config, orde
   distinct = {tuple(r) for r in map(np.ndarray.tolist, held.values())}
   assert sorted(i for r in distinct for i in r) == list(range(rows))
   # The global batch, put together from the processes' reads, is the (seed, step) batch.
-  global_rows = pipeline.batch_indices(seed=3, step=7, num_examples=1000, batch_size=rows)
+  global_rows = pipeline.stream_indices(3, 7 * rows, rows, 1000)
   assembled = np.full(rows, -1)
   for p in held.values():
     assembled[p] = global_rows[p]
@@ -216,8 +216,8 @@ results = {}
 for name, devices in orders.items():
   sharding = sharding_lib.batch_sharding(mesh_lib.create(dict(data=-1), devices=devices))
   reads.clear()
-  batches = pipeline.train_batches(Split(100, read), batch_size=16, seed=5, start_step=0,
-                                   num_steps=3, sharding=sharding)
+  reader = pipeline.BatchReader(Split(100, read), sharding)
+  batches = [reader.read(pipeline.stream_indices(5, 16 * step, 16, 100)) for step in range(3)]
   gathered = [multihost_utils.process_allgather(b["index"], tiled=True).tolist()
               for b in batches]
   results[name] = {"reads": list(reads), "global": gathered}
@@ -241,14 +241,14 @@ def test_each_process_reads_only_its_shard_end_to_end(tmp_path, capfd):
   per_process = [json.loads((tmp_path / f"process_{p}.json").read_text()) for p in (0, 1)]
   for order in ("in_order", "interleaved"):
     for step in range(3):
-      expected = pipeline.batch_indices(5, step, 100, 16).tolist()
+      expected = pipeline.stream_indices(5, 16 * step, 16, 100).tolist()
       reads = [results[order]["reads"][step] for results in per_process]
       assert sorted(reads[0] + reads[1]) == sorted(expected)  # A partition of the batch...
       assert not set(reads[0]) & set(reads[1])                # ...without overlap.
       for results in per_process:
         assert results[order]["global"][step] == expected      # In (seed, step) order.
   step0 = [results["interleaved"]["reads"][0] for results in per_process]
-  expected = pipeline.batch_indices(5, 0, 100, 16)
+  expected = pipeline.stream_indices(5, 0, 16, 100)
   assert step0[0] == expected[[0, 1, 4, 5, 8, 9, 12, 13]].tolist()
   assert per_process[0]["bounded_sums"] == [8]  # All 100 finished: no deadlock.
 
@@ -302,7 +302,7 @@ def test_killed_process_stops_the_run_and_restart_resumes(data_dir, tmp_path, tw
 
 
 def test_sigterm_to_one_process_checkpoints_all_at_one_step(data_dir, tmp_path):
-  overrides = {**SHORT, "num_steps": 100000, "eval_every": 100000,
+  overrides = {**SHORT, "num_steps": 100000, "evals.test.every": 100000,
                "checkpoint_every": 100000}
   process = launch_main(data_dir, overrides, tmp_path, stdout=subprocess.PIPE,
                         stderr=subprocess.STDOUT, text=True)

@@ -1,0 +1,188 @@
+"""Data sets by name, read through tfds data sources (array_record), as arrays or records.
+
+`load(config.data)` prepares the offline builders (mnist1d, digits, pydoc_text) on first use
+in `config.data.data_dir` and opens standard tfds data sets (cifar10, mnist, ...) that are
+already prepared there; nothing is downloaded. Every split the data set has is available
+(`Dataset.split(name)`), read from disk only when first used. Examples are stacked per
+feature. In classification data (a `label_key` feature) every example becomes
+{'input': float32 array, 'label': int32}, uint8 images scaled to [0, 1]; other data sets
+(pydoc_text: {'inputs', 'targets'} int32 byte sequences) keep their features as stored.
+"""
+import contextlib
+import dataclasses
+import io
+import os
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import tensorflow_datasets as tfds
+from absl import logging
+
+from big_batch.data.builders import digits, mnist1d, pydoc_text
+
+# Builders that generate their data offline: name -> (builder class, default variant).
+OFFLINE_BUILDERS = {
+    "mnist1d": (mnist1d.Mnist1d, "standard"),
+    "digits": (digits.Digits, None),
+    "pydoc_text": (pydoc_text.PydocText, "seq256"),
+}
+# Fields only one offline builder reads.
+_BUILDER_FIELDS = {"mnist1d": ("num_samples",), "pydoc_text": ("seq_len",)}
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+  """One split: `read(indices)` returns the examples at `indices` as stacked arrays."""
+  num_examples: int
+  read: Callable[[np.ndarray], dict]
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+  """The splits of one data set; `num_classes` and `input_shape` are None without labels."""
+  splits: Mapping[str, Split]
+  num_classes: int | None
+  input_shape: tuple | None
+  train_split: str = "train"
+
+  def split(self, name: str) -> Split:
+    if name not in self.splits:
+      raise ValueError(f"split {name!r} is not one of this data set's splits "
+                       f"{sorted(self.splits)}")
+    return self.splits[name]
+
+  @property
+  def train(self) -> Split:
+    return self.split(self.train_split)
+
+
+def default_data_dir() -> str:
+  return os.environ.get("TFDS_DATA_DIR", os.path.expanduser("~/tensorflow_datasets"))
+
+
+def stack_examples(records: Sequence[dict], input_key: str, label_key: str) -> dict:
+  """Records from a tfds data source -> {'input': float32 [n, ...], 'label': int32 [n]}."""
+  inputs = np.stack([r[input_key] for r in records])
+  if inputs.dtype == np.uint8:
+    inputs = inputs.astype(np.float32) / 255.0
+  labels = np.asarray([r[label_key] for r in records], dtype=np.int32)
+  return {"input": inputs.astype(np.float32), "label": labels}
+
+
+def stack_features(records: Sequence[dict]) -> dict:
+  """Records from a tfds data source -> {feature: array [n, ...]}, dtypes as stored."""
+  return {key: np.stack([r[key] for r in records]) for key in records[0]}
+
+
+def _split(source, stack, in_memory) -> Split:
+  """A split read on demand; in memory, all of it is read (once) at the first read."""
+  n = len(source)
+  if not in_memory:
+    return Split(n, lambda idx: stack(source.__getitems__(np.asarray(idx).tolist())))
+  arrays = {}
+
+  def read(idx):
+    if not arrays:
+      arrays.update(stack(source.__getitems__(range(n))))
+    return {k: v[idx] for k, v in arrays.items()}
+
+  return Split(n, read)
+
+
+def _builder(config, data_dir):
+  cls, default_variant = OFFLINE_BUILDERS[config.name]
+  variant = config.get("variant") or default_variant
+  kwargs = dict(data_dir=data_dir, file_format="array_record")
+  if config.name == "mnist1d" and config.get("num_samples"):
+    variant = mnist1d.Mnist1dConfig(name=f"n{config.num_samples}",
+                                    num_samples=config.num_samples)
+  if config.name == "pydoc_text" and config.get("seq_len"):
+    variant = pydoc_text.builder_config(config.seq_len)
+  if variant is not None:
+    kwargs["config"] = variant
+  # tfds warns that a data set not yet generated "has no dataset_info.json", and prints
+  # "Downloading and preparing dataset Unknown size ..." for data it generates.
+  with _quiet_tfds():
+    builder = cls(**kwargs)
+    if not builder.is_prepared():
+      shown = getattr(variant, "name", variant)
+      print(f"Generating {config.name}{f' ({shown})' if shown else ''} offline into "
+            f"{builder.data_dir} (once; later runs reuse it) ...", flush=True)
+      with contextlib.redirect_stdout(io.StringIO()):
+        builder.download_and_prepare()
+  return builder
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)
+  try:
+    yield
+  finally:
+    logging.set_verbosity(verbosity)
+
+
+def load(config) -> Dataset:
+  """The data set `config.name`; its training split is `config.train_split` ('train')."""
+  data_dir = config.get("data_dir") or default_data_dir()
+  if config.name in OFFLINE_BUILDERS:
+    tfds.display_progress_bar(False)
+    builder = _builder(config, data_dir)
+  else:
+    try:
+      builder = tfds.builder(config.name, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+      raise ValueError(f"config.data.name={config.name!r} is neither an offline data set "
+                       f"{sorted(OFFLINE_BUILDERS)} nor a tfds data set") from e
+    if not builder.is_prepared():
+      raise FileNotFoundError(
+          f"config.data.name={config.name!r} is not prepared in data_dir={data_dir!r}; "
+          "prepare it there with tfds (file_format='array_record') on a machine with network")
+  input_key = config.get("input_key", "input")
+  label_key = config.get("label_key", "label")
+  features = builder.info.features
+  if label_key in features:  # Classification.
+    stack = lambda records: stack_examples(records, input_key, label_key)
+    num_classes, input_shape = features[label_key].num_classes, tuple(features[input_key].shape)
+  else:
+    stack, num_classes, input_shape = stack_features, None, None
+  in_memory = config.get("in_memory", True)
+  splits = {name: _split(source, stack, in_memory)
+            for name, source in builder.as_data_source().items()}
+  dataset = Dataset(splits=splits, num_classes=num_classes, input_shape=input_shape,
+                    train_split=config.get("train_split", "train"))
+  dataset.train  # noqa: B018 -- a missing training split is an error now, not at step 1.
+  return dataset
+
+
+def check(section) -> None:
+  """Validates `config.data` (a `checks.Section`) without reading any data."""
+  name = section.read("name")
+  if name not in OFFLINE_BUILDERS:
+    try:
+      tfds.builder_cls(name)
+    except tfds.core.registered.DatasetNotFoundError:
+      section.fail("name", f"is neither an offline data set {sorted(OFFLINE_BUILDERS)} nor "
+                           "a tfds data set")
+  section.read("data_dir", default=None)
+  section.boolean("in_memory", default=True)
+  section.non_negative("prefetch", default=4, integer=True)
+  section.read("train_split", default="train")
+  section.read("input_key", default="input")
+  section.read("label_key", default="label")
+  variant = section.read("variant", default=None)
+  if variant is not None:
+    names = [c.name for c in getattr(OFFLINE_BUILDERS.get(name, (None,))[0], "BUILDER_CONFIGS",
+                                     [])]
+    if variant not in names:
+      section.fail("variant", f"is not a variant of {name!r}: {names}")
+  for owner, fields in _BUILDER_FIELDS.items():
+    for field in fields:
+      if section.has(field) and section.read(field, default=None) is not None:
+        if owner != name:
+          section.fail(field, f"is a field of the {owner!r} data set, not of {name!r}")
+        section.positive(field, integer=True)
+  section.reject_unread("data set fields: name, variant, data_dir, in_memory, prefetch, "
+                        "train_split, input_key, label_key, and num_samples (mnist1d) or "
+                        "seq_len (pydoc_text)")

@@ -1,0 +1,27 @@
+"""Tasks by name: what a train step computes, and what the trainer may ask of it.
+
+A task module has `build(config, data, mesh, total_steps) -> Task` (tasks/common.py) and
+`check(checker, mesh_sizes, batch_sizes)`, which validates every config field the task reads
+(its model, optimizers, evaluators) before anything is built. Register a new task here.
+"""
+from big_batch.tasks import lm, supervised
+from big_batch.tasks.common import Task, gradient_step, nnx_model
+
+TASKS = {"supervised": supervised, "lm": lm}
+
+__all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
+
+
+def _module(name):
+  if name not in TASKS:
+    raise ValueError(f"config.task={name!r} is not one of {sorted(TASKS)}")
+  return TASKS[name]
+
+
+def build(config, data, mesh, total_steps: int) -> Task:
+  return _module(config.task).build(config, data, mesh, total_steps)
+
+
+def check(checker, mesh_sizes: dict, batch_sizes) -> None:
+  checker.section().one_of("task", TASKS)
+  _module(checker.config.task).check(checker, mesh_sizes, batch_sizes)

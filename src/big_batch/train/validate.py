@@ -1,0 +1,37 @@
+"""Checks a config before anything is built or compiled; every error names the field and value.
+
+Each component checks the fields it reads (checks.py): the trainer its own (seed, budget,
+cadences, evaluator cadences, batch-size plan, warm start), then the mesh, the sharding
+policy, the data set, and the task, which checks its model, optimizers and evaluators. A
+field that none of them read is an error.
+"""
+from big_batch import checks, tasks
+from big_batch.data import datasets
+from big_batch.parallel import mesh as mesh_lib
+from big_batch.parallel import sharding as sharding_lib
+from big_batch.train import batch_plan, init_from
+
+
+def validate(config, num_devices: int) -> dict:
+  """Raises checks.ConfigError for the first bad field; returns the mesh's {axis: size}."""
+  checker = checks.Checker(config)
+  top = checker.section()
+  seed = top.read("seed")
+  if not isinstance(seed, int) or isinstance(seed, bool):
+    top.fail("seed", "must be an integer")
+  mesh_sizes = mesh_lib.check(top.section("mesh"), num_devices)
+  sharding_lib.check(top, mesh_sizes)
+  datasets.check(top.section("data"))
+  batch = top.section("batch")
+  batch_plan.check(batch, top, mesh_lib.shards(mesh_sizes))
+  for field in ("log_every", "checkpoint_every", "keep_checkpoints"):
+    top.positive(field, integer=True)
+  if top.has("evals"):
+    for name in top.section("evals").keys():
+      checker.section(f"evals.{name}").positive("every", integer=True)
+  if top.has("init_from"):
+    init_from.check(top)
+  sizes = (batch.node.size, *(size for _, size in batch.node.get("schedule") or ()))
+  tasks.check(checker, mesh_sizes, sorted(set(sizes)))
+  checker.reject_unread()
+  return mesh_sizes
