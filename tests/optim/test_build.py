@@ -76,3 +76,19 @@ def test_check_names_the_bad_optimizer_field():
     check(warmup_steps=-1)
   with pytest.raises(ValueError, match=r"config.optimizer.momentum: not a field here"):
     check(momentum=0.9)  # An SGD field on AdamW.
+
+
+def test_a_task_with_several_optimizers_builds_and_checks_each_section():
+  config = ml_collections.ConfigDict({"optimizers": {
+      "actor": dict(name="adamw", learning_rate=3e-4),
+      "critic": dict(name="sgd", learning_rate=-1.0)}})
+  checker = checks.Checker(config)
+  optim.check(checker.section("optimizers.actor"))
+  with pytest.raises(ValueError, match=r"config.optimizers.critic.learning_rate=-1.0 must be"):
+    optim.check(checker.section("optimizers.critic"))
+  actor = optim.build(config.optimizers.actor, 10, name="optimizers.actor")
+  assert float(actor.learning_rate(5)) == pytest.approx(3e-4)
+  config.optimizers.actor.warmup_steps = 20
+  with pytest.raises(ValueError, match=r"config.optimizers.actor.warmup_steps=20 is longer than "
+                                       r"the run's 10 steps"):
+    optim.build(config.optimizers.actor, 10, name="optimizers.actor")

@@ -345,6 +345,23 @@ def test_checkpoint_of_one_process_restores_in_two(one_by_eight, data_dir, tmp_p
   assert_same_params(read_state(one_by_eight, 20), read_state(workdir, 20))
 
 
+def test_unreadable_checkpoint_is_set_aside_once_by_process_0(two_by_four, data_dir, tmp_path):
+  """Both processes fail to read step 20, agree to fall back, and only process 0 moves it."""
+  workdir = tmp_path / "corrupt"
+  shutil.copytree(two_by_four[0], workdir)
+  for root, _, files in os.walk(workdir / "checkpoints" / "20" / "state"):
+    for name in files:
+      if "manifest" in name or "ocdbt" in root:
+        with open(os.path.join(root, name), "wb") as f:
+          f.write(b"garbage")
+  result = launch_main(data_dir, SHORT, workdir)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.count("checkpoint at step 20 is unreadable") == 1
+  assert "Resumed from the checkpoint at step 15" in result.stdout
+  assert os.listdir(workdir / "checkpoints_unreadable") == ["20"]
+  assert losses(workdir) == losses(two_by_four[0])
+
+
 # --- Clear errors ---------------------------------------------------------------------------
 
 def test_devices_per_process_not_matching_the_mesh(data_dir, tmp_path):

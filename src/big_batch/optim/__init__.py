@@ -58,17 +58,18 @@ def peak_learning_rate(config, batch=None) -> float:
                              batch.size, batch.get("lr_scaling", "none"))
 
 
-def build(config, total_steps: int, batch=None) -> Optimizer:
+def build(config, total_steps: int, batch=None, name: str = "optimizer") -> Optimizer:
   """The optimizer named by `config.name`, its schedule over `total_steps` built once.
 
   `batch` (a config's `batch` section) scales the peak learning rate to the batch size
   (`peak_learning_rate`); the schedule the transformation follows is the one returned.
+  `name` is the config section's path, for errors (e.g. 'optimizers.critic').
   """
   if config.name not in OPTIMIZERS:
-    raise ValueError(f"config.optimizer.name={config.name!r} is not one of {sorted(OPTIMIZERS)}")
+    raise ValueError(f"config.{name}.name={config.name!r} is not one of {sorted(OPTIMIZERS)}")
   warmup = config.get("warmup_steps", 0)
   if warmup > total_steps:
-    raise ConfigError(f"config.optimizer.warmup_steps={warmup} is longer than the run's "
+    raise ConfigError(f"config.{name}.warmup_steps={warmup} is longer than the run's "
                       f"{total_steps} steps")
   schedule = schedules.warmup_then(
       decay=config.get("schedule", "constant"),

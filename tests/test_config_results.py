@@ -1,0 +1,29 @@
+"""Each shipped config's full job reaches the result its docstring promises. Minutes each, so
+marked slow: CI skips them (`-m "not slow"`); run them with `python -m pytest -m slow`."""
+import pytest
+
+from big_batch import train
+from conftest import load_config
+
+pytestmark = pytest.mark.slow
+
+
+def test_default_job_reaches_95_percent(data_dir, tmp_path):
+  config = load_config("mnist1d_cnn")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= 0.95
+
+
+def test_ghost_bn_recipe_reaches_98_percent(data_dir, tmp_path):
+  config = load_config("mnist1d_ghost_bn")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= 0.98
+
+
+def test_lasp_lm_reaches_under_2_6_bits_per_byte(data_dir, tmp_path):
+  config = load_config("lm_lasp")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["validation"]["bits_per_byte"] < 2.6
