@@ -106,11 +106,15 @@ def test_resume_after_sigkill_is_bitwise_exact(data_dir, tmp_path):
   assert train_losses(killed) == train_losses(straight)
 
 
+def endless_run_args(data_dir, workdir, log_every):
+  """A run that only SIGTERM ends: no budget end, checkpoint or evaluation in sight."""
+  return ["--config", CONFIG, f"--config.data.data_dir={data_dir}", "--config.num_steps=100000",
+          f"--config.log_every={log_every}", "--config.checkpoint_every=100000",
+          "--config.evals.test.every=100000", "--workdir", str(workdir)]
+
+
 def test_sigterm_checkpoints_then_resume_finishes(data_dir, tmp_path):
-  args = ["--config", CONFIG, f"--config.data.data_dir={data_dir}", "--config.num_steps=100000",
-          "--config.log_every=10", "--config.checkpoint_every=100000",
-          "--config.evals.test.every=100000", "--workdir", str(tmp_path)]
-  process = run_main(args, stdout=-1, stderr=-3, text=True)
+  process = run_main(endless_run_args(data_dir, tmp_path, 10), stdout=-1, stderr=-3, text=True)
   for line in process.stdout:
     if line.startswith("step 20/"):
       break
@@ -124,10 +128,8 @@ def test_sigterm_checkpoints_then_resume_finishes(data_dir, tmp_path):
 
 def test_sigterm_before_the_first_log_line_saves_and_exits_143(data_dir, tmp_path):
   """No metrics record exists yet: the run must still save, and not fail drawing the plot."""
-  args = ["--config", CONFIG, f"--config.data.data_dir={data_dir}", "--config.num_steps=100000",
-          "--config.log_every=100000", "--config.checkpoint_every=100000",
-          "--config.evals.test.every=100000", "--workdir", str(tmp_path)]
-  process = run_main(args, stdout=-1, stderr=-1, text=True)
+  process = run_main(endless_run_args(data_dir, tmp_path, 100000), stdout=-1, stderr=-1,
+                     text=True)
   for line in process.stdout:
     if line.startswith("Starting from scratch"):
       break
