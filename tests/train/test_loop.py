@@ -70,6 +70,7 @@ def test_rerunning_a_finished_run_changes_nothing(quick_config, finished_workdir
   assert "is complete (step 60); nothing to do" in capsys.readouterr().out
   assert again == summary
   assert {name: (tmp_path / name).read_bytes() for name in before} == before
+  assert os.listdir(tmp_path / "config_history") == ["0000.json"]
   # Extending the budget is allowed (a resume-safe change) and continues from step 60.
   quick_config.num_steps = 80
   extended = train.run(quick_config, str(tmp_path))
@@ -77,8 +78,8 @@ def test_rerunning_a_finished_run_changes_nothing(quick_config, finished_workdir
   assert extended["final_step"] == 80
   assert sorted(train_losses(tmp_path)) == [20, 40, 60, 80]
   history = sorted(os.listdir(tmp_path / "config_history"))
-  assert history == ["0000.json", "0001.json", "0002.json"]
-  last = json.loads((tmp_path / "config_history" / "0002.json").read_text())
+  assert history == ["0000.json", "0001.json"]  # The rerun that changed nothing left no entry.
+  last = json.loads((tmp_path / "config_history" / "0001.json").read_text())
   assert last["changed"] == {"num_steps": {"old": 60, "new": 80}} and last["start_step"] == 60
 
 

@@ -108,9 +108,6 @@ class Checkpointer:
                                              cleanup_tmp_directories=True),
         item_handlers=_handlers())
 
-  def steps(self) -> list[int]:
-    return sorted(self.manager.all_steps())
-
   def save(self, step: int, state, trainer: dict) -> None:
     """Starts writing `state` and the trainer record as `step`; returns once the arrays are
     copied off the devices."""

@@ -136,7 +136,7 @@ def run(config, workdir: str, *, allow_config_change: bool = False) -> dict:
 def _run(config, workdir, allow_config_change, preemption) -> dict:
   start_time = time.perf_counter()
   # --- Validate the config and the workdir before anything is built ----------------------
-  mesh_sizes = validate(config, jax.device_count())
+  validate(config, jax.device_count())
   workdir = workdir_lib.prepare(workdir)
 
   # --- Mesh, data, batch plan, task -------------------------------------------------------
@@ -176,10 +176,7 @@ def _run(config, workdir, allow_config_change, preemption) -> dict:
                                                    config.init_from)
       _say(f"Warm start: {config.init_from.paths} from step {source_step} of "
            f"{config.init_from.workdir}")
-    _say(f"Starting from scratch in {workdir}" + (" (no usable checkpoint)"
-                                                  if checkpointer.steps() else ""))
-  if jax.process_index() == 0:
-    workdir_lib.record(workdir, config, progress.step, changes)
+    _say(f"Starting from scratch in {workdir}")
 
   feed = Feed(task, plan, data.train, seed=config.seed, sharding=placed.batch_sharding,
               prefetch=0 if config.data.get("in_memory", True) else config.data.get("prefetch", 4),
@@ -194,6 +191,8 @@ def _run(config, workdir, allow_config_change, preemption) -> dict:
       _say(f"The run in {workdir} is complete (step {progress.step}); nothing to do. "
            "Raise the budget (num_steps, num_epochs or num_examples) to train further.")
       return finished
+  if jax.process_index() == 0:
+    workdir_lib.record(workdir, config, progress.step, changes)
 
   # --- Train loop -------------------------------------------------------------------------
   writer = metrics_lib.MetricWriter(workdir, resume_step=progress.step)
