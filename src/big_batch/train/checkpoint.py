@@ -166,15 +166,6 @@ class Checkpointer:
       print(f"WARNING: checkpoint at step {step} is unreadable ({reason}); moved it to {aside} "
             "and trying the previous one.", flush=True)
 
-  def read_other(self, step: int | None, abstract_subtrees: dict):
-    """For warm starts: {path: subtree} of another run's checkpoint (train/init_from.py)."""
-    step = self.manager.latest_step() if step is None else step
-    return step, self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.PyTreeRestore(item=abstract_subtrees, partial_restore=True)))["state"]
-
-  def wait(self) -> None:
-    self.manager.wait_until_finished()
-
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
