@@ -15,8 +15,9 @@ of sum(O ⊙ W) w.r.t. q, k, v, with B=1, h=4 heads of d_h=32 (d=128), ALiBi dec
 
 Printed: (1) the longest length, doubling from 1024, whose compiled per-device memory
 (`compiled.memory_analysis()`: temp + argument + output bytes) fits the budget; (2) the
-bytes each device receives per layer, from the HLO collectives, next to the closed forms
-B·d²/h per state hop (LASP) and 2·B·N·d·(W−1)/W per K/V gather; (3) the median step time
+bytes the busiest device receives per layer, from the HLO collectives, next to the closed
+forms: one state of B·d²/h per direction (LASP-1: a hop reaches one shard), (W−1) states
+per collective (LASP-2) and 2·B·N·d·(W−1)/W per K/V gather; (3) the median step time
 of lasp2 over lasp1 and over (c) at one length, measured interleaved in this process.
 The 8 devices share this machine's cores, so times reflect compute and in-process copies,
 not a network.
@@ -105,24 +106,28 @@ def longest_fitting(name, attention, mesh, max_n=2**19):
 
 
 def received_bytes(collectives):
-  """Bytes one device receives: (g−1) operands for an all-gather, (g−1)/g of the operand
-  for a ring reduce-scatter or all-reduce phase, the operand for a permute hop."""
-  total = 0.
+  """Bytes the busiest device receives: (g−1) operands for an all-gather, (g−1)/g of the
+  operand for a ring reduce-scatter or all-reduce phase, the operand for each permute pair
+  that targets it."""
+  group_total, permuted = 0., collections.Counter()
   for c in collectives:
     g = c.group_size
-    total += {'all-gather': (g - 1) * c.operand_bytes,
-              'reduce-scatter': (g - 1) / g * c.operand_bytes,
-              'all-reduce': 2 * (g - 1) / g * c.operand_bytes}.get(c.op, c.operand_bytes)
-  return total
+    if c.op == 'collective-permute':
+      permuted.update({target: c.operand_bytes for _, target in c.pairs})
+      continue
+    group_total += {'all-gather': (g - 1) * c.operand_bytes,
+                    'reduce-scatter': (g - 1) / g * c.operand_bytes,
+                    'all-reduce': 2 * (g - 1) / g * c.operand_bytes}.get(c.op, c.operand_bytes)
+  return group_total + max(permuted.values(), default=0)
 
 
 def closed_form_bytes(name, n):
   state = BATCH * (HEADS * HEAD_DIM) ** 2 / HEADS * 4  # B·d²/h floats
   kv_gather = 2 * BATCH * n * HEADS * HEAD_DIM * (SHARDS - 1) / SHARDS * 4  # ≈ 2·B·N·d
-  # Forward and backward: the state hops twice per shard boundary for LASP-1, the
-  # all-gather and its reduce-scatter move (W−1) states each for LASP-2, and (c) gathers
-  # K, V forward and reduce-scatters dK, dV backward.
-  return {'lasp1': 2 * (SHARDS - 1) * state, 'lasp2': 2 * (SHARDS - 1) * state,
+  # Forward and backward: a LASP-1 shard receives KV_{t−1} from t−1 and dKV_{t+1} from t+1
+  # (each hop reaches one shard), the all-gather and its reduce-scatter move (W−1) states
+  # each for LASP-2, and (c) gathers K, V forward and reduce-scatters dK, dV backward.
+  return {'lasp1': 2 * state, 'lasp2': 2 * (SHARDS - 1) * state,
           'gather_kv': 2 * kv_gather}[name]
 
 
@@ -171,7 +176,8 @@ def main():
     print(f'{label:<34}{fits:>10}{used / 2**20:>12.1f}')
 
   print('\n2) Bytes received per device per layer (forward + backward), from the HLO')
-  print('   closed form: LASP 2(W−1)·B·d²/h·4 bytes; (c) 2·(2·B·N·d·(W−1)/W)·4 bytes, W=8, d=128')
+  print('   closed form: LASP-1 2·B·d²/h·4 bytes; LASP-2 2(W−1)·B·d²/h·4 bytes; '
+        '(c) 2·(2·B·N·d·(W−1)/W)·4 bytes, W=8, d=128')
   print(f"{'config':<12}{'N':>8}  {'collectives':<44}{'HLO bytes':>12}{'closed form':>13}")
   for name in ('lasp1', 'lasp2', 'gather_kv'):
     for n in (8192, 16384):

@@ -137,6 +137,10 @@ def test_root_failure_prefers_the_killed_process_over_the_peers_it_broke():
   assert launch.root_failure([0, None, launch.PREEMPTED_EXIT_CODE]) is None
   assert launch.root_failure([1, -signal.SIGKILL]) == 1
   assert launch.root_failure([None, 2, 1]) == 1
+  # A process that exits with an error makes JAX abort its peers: the exit is the cause.
+  assert launch.root_failure([-signal.SIGABRT, 1]) == 1
+  assert launch.root_failure([-signal.SIGABRT, None]) == 0
+  assert launch.root_failure([-signal.SIGABRT, -signal.SIGKILL]) == 1
 
 
 # --- Failures and signals -------------------------------------------------------------------
@@ -211,8 +215,56 @@ def test_a_killed_launcher_takes_its_processes_with_it(child, tmp_path):
 
 
 def test_timeout_kills_every_process(child, tmp_path, capsys):
+  """The timeout counts once both processes and their children run (so it cannot fire
+  before they start), and `wait` returns only once all of them have exited."""
   path, set_mode = child
   set_mode("sleep")
-  assert launch.run([sys.executable, str(path)], 2, timeout_seconds=3) == 124
-  assert "timed out after 3 s; killing all processes" in capsys.readouterr().err
-  assert not any(alive(pid) for pid in ready_pids(tmp_path, timeout=0))
+  group = launch.start([sys.executable, str(path)], 2)
+  try:
+    pids = ready_pids(tmp_path)
+    assert group.wait(timeout_seconds=0) == 124
+    assert not any(alive(pid) for pid in pids)
+  finally:
+    group.stop()
+  assert "timed out after 0 s; killing all processes" in capsys.readouterr().err
+
+
+def test_stop_waits_for_what_the_processes_started(child, tmp_path):
+  """A child outliving its parent process: `stop` returns only once it has exited too."""
+  path, set_mode = child
+  set_mode("sleep")
+  group = launch.start([sys.executable, str(path)], 2)
+  try:
+    pids = ready_pids(tmp_path)
+    for process in group.processes:  # Gone before stop(): only the grandchildren remain.
+      os.kill(process.pid, signal.SIGKILL)
+      process.wait(timeout=10)
+    assert all(alive(pid) for pid in pids[1::2])
+    group.stop()
+    assert not any(alive(pid) for pid in pids)
+  finally:
+    group.stop()
+
+
+def test_stop_names_what_outlives_its_bound(monkeypatch, capsys):
+  """A process stuck in the kernel ignores SIGKILL: `stop` gives up after its bound."""
+  group = launch.ProcessGroup([["true"]], dict(os.environ))
+  group.processes[0].wait(timeout=10)
+  monkeypatch.setattr(launch, "STOP_TIMEOUT_SECONDS", 0.05)
+  monkeypatch.setattr(launch, "group_members", lambda groups: [12345])
+  start = time.monotonic()
+  group.stop()
+  assert time.monotonic() - start < 5
+  assert "pid(s) [12345] still run 0.05 s after SIGKILL" in capsys.readouterr().err
+
+
+def test_group_members_are_the_running_processes_of_a_group():
+  leader = subprocess.Popen(["sleep", "300"], start_new_session=True)
+  try:
+    assert launch.group_members({leader.pid}) == [leader.pid]
+    leader.kill()
+    wait_until(lambda: not alive(leader.pid))  # A zombie until reaped: it has exited.
+    assert launch.group_members({leader.pid}) == []
+  finally:
+    leader.kill()
+    leader.wait(timeout=10)

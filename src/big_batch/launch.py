@@ -14,7 +14,8 @@ and the launcher exits with that process's status, naming it. A process that exi
 (preempted, checkpoint saved) gives the others `--grace_seconds` to save and exit with it.
 SIGTERM and SIGINT to the launcher are forwarded to every process, so SIGTERM checkpoints the
 run. Every process runs in its own process group, killed as a whole, and is killed by the
-kernel if the launcher itself dies: no orphans.
+kernel if the launcher itself dies: no orphans. The launcher returns only once every process
+of those groups has exited.
 """
 import argparse
 import os
@@ -26,6 +27,10 @@ import time
 
 PREEMPTED_EXIT_CODE = 143  # big_batch.main's status after a SIGTERM checkpoint.
 FAILURE_SETTLE_SECONDS = 0.5
+# SIGKILL is not ignorable, so only a process stuck in the kernel (uninterruptible I/O)
+# outlasts this; stop() then names it rather than hang.
+STOP_TIMEOUT_SECONDS = 30
+STOP_POLL_SECONDS = 0.01
 # Runs first in every process, then execs the program: the kernel SIGKILLs the process when
 # the launcher dies, however it dies. (A subprocess preexec_fn would do the same, but runs
 # Python between fork and exec, unsafe in a multithreaded parent such as one running JAX.)
@@ -88,14 +93,37 @@ def status_of(code: int) -> int:
 
 
 def root_failure(codes: list[int | None]) -> int | None:
-  """The failed process to report, or None: one killed by a signal before one that exited.
+  """The failed process to report, or None: one killed by a signal from outside first, then
+  one that exited with an error, then one that aborted itself.
 
   When a process is killed, its peers soon fail in their collectives and exit with an
-  error; if both are seen in one poll, the killed one is the cause.
+  error; if both are seen in one poll, the killed one is the cause. When a process exits
+  with an error, JAX's coordination service aborts its peers (SIGABRT): the exit is the cause.
   """
   failed = [i for i, code in enumerate(codes) if code not in (None, 0, PREEMPTED_EXIT_CODE)]
-  killed = [i for i in failed if codes[i] < 0]
-  return (killed or failed or [None])[0]
+  killed = [i for i in failed if codes[i] < 0 and -codes[i] != signal.SIGABRT]
+  exited = [i for i in failed if codes[i] > 0]
+  return (killed or exited or failed or [None])[0]
+
+
+def group_members(groups: set[int]) -> list[int]:
+  """The pids in process groups `groups` that have not exited, from /proc (Linux).
+
+  A zombie has exited: only its parent's wait is left (init's, for an orphan), so it is not
+  counted.
+  """
+  members = []
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      with open(f"/proc/{entry}/stat") as f:
+        state, _, group = f.read().rsplit(")", 1)[1].split()[:3]
+    except (FileNotFoundError, ProcessLookupError):  # It exited while being listed.
+      continue
+    if int(group) in groups and state not in ("Z", "X"):
+      members.append(int(entry))
+  return sorted(members)
 
 
 class ProcessGroup:
@@ -120,14 +148,27 @@ class ProcessGroup:
           pass
 
   def stop(self) -> None:
-    """Kills every process's group (what still runs of it, and what it started); reaps it."""
-    for process in self.processes:
+    """Kills every process's group (what still runs of it, and what it started); returns once
+    all of it has exited, or after STOP_TIMEOUT_SECONDS naming what has not.
+
+    A SIGKILLed process dies when next scheduled, and the processes' children are orphans
+    that init reaps, so waiting for the processes alone can return while their children
+    still run: the groups are watched in /proc until empty.
+    """
+    groups = {process.pid for process in self.processes}
+    for group in groups:
       try:  # Also after the process ended: its group may hold what it started.
-        os.killpg(process.pid, signal.SIGKILL)
+        os.killpg(group, signal.SIGKILL)
       except (ProcessLookupError, PermissionError):
         pass
+    deadline = time.monotonic() + STOP_TIMEOUT_SECONDS
+    while running := group_members(groups):
+      if time.monotonic() > deadline:
+        say(f"pid(s) {running} still run {STOP_TIMEOUT_SECONDS:g} s after SIGKILL")
+        return
+      time.sleep(STOP_POLL_SECONDS)
     for process in self.processes:
-      process.wait(timeout=30)
+      process.wait()  # Each has exited (a session leader stays in its group): this reaps it.
 
   def wait(self, grace_seconds: float = 60, timeout_seconds: float | None = None) -> int:
     """Waits for all processes; returns the run's exit status. Stops the rest on a failure."""

@@ -51,15 +51,22 @@ def dense_run():
 @pytest.mark.parametrize('sequence_parallel,shape,axis_type', [
     ('lasp2', (2, 4), jax.sharding.AxisType.Explicit),
     ('lasp1', (4, 2), jax.sharding.AxisType.Auto),
+    ('lasp2', (1, 2, 4), jax.sharding.AxisType.Auto),  # the trainer's mesh, with fsdp = 2
 ])
 def test_sequence_parallel_lm_matches_dense(dense_run, sequence_parallel, shape, axis_type):
-  """Same logits and parameter gradients; the only attention collectives are LASP's."""
+  """Same logits and parameter gradients; the only attention collectives are LASP's.
+
+  The batch comes in over the mesh's batch axes, ('data', 'fsdp') on the trainer's mesh,
+  and stays split over both: nothing gathers the tokens or activations over fsdp.
+  """
   state, logits, grads = dense_run
   graphdef, parallel_state = nnx.split(_model(sequence_parallel))
   assert _max_error(parallel_state, state) == 0  # the implementation choice is static
-  mesh = jax.make_mesh(shape, ('data', 'seq'), axis_types=(axis_type, axis_type))
+  names = ('data', 'seq') if len(shape) == 2 else ('data', 'fsdp', 'seq')
+  mesh = jax.make_mesh(shape, names, axis_types=(axis_type,) * len(shape))
   with jax.set_mesh(mesh):
-    tokens, targets = (jax.device_put(x, jax.P('data', None)) for x in _batch())
+    batch_axes = tuple(a for a in names if a != 'seq')
+    tokens, targets = (jax.device_put(x, jax.P(batch_axes, None)) for x in _batch())
     state = jax.device_put(state, jax.P())
     compiled = _loss_and_grad.lower(graphdef, state, tokens, targets).compile()
     (_, parallel_logits), parallel_grads = compiled(state, tokens, targets)
@@ -67,7 +74,7 @@ def test_sequence_parallel_lm_matches_dense(dense_run, sequence_parallel, shape,
   assert _max_error(parallel_grads, grads) <= 1e-4
 
   collectives = lasp.hlo_collectives(compiled.as_text())
-  depth, seq_shards = 2, shape[1]
+  depth, seq_shards = 2, shape[-1]
   counts = collections.Counter(c.op for c in collectives)
   if sequence_parallel == 'lasp2':
     assert counts['all-gather'] == counts['reduce-scatter'] == depth

@@ -1,5 +1,5 @@
-"""big_batch.optim.novograd against optax.novograd where they agree, the paper in numpy, and
-the documented differences."""
+"""big_batch.optim.layerwise.novograd against optax.novograd where they agree, the paper in
+numpy, and the documented differences."""
 import functools
 
 import jax
@@ -23,27 +23,37 @@ OPTAX_DEFAULTS = {"b1": 0.9, "b2": 0.25, "eps": 1e-6}
 
 PARAMS = _params()
 GRADS = _grads(PARAMS, STEPS)
+# The zero-initialized kernel gets no gradient for its first 3 steps (an unused embedding row).
+LATE_GRADS = [{**g, "zero_kernel": jnp.zeros_like(g["zero_kernel"])} if t < 3 else g
+              for t, g in enumerate(GRADS)]
 
-# One compiled run per configuration, shared by the tests (compilation dominates their time).
+# One compiled run per configuration and gradient sequence, shared by the tests (compilation
+# dominates their time).
 RUNS = {
-    "optax_equal": lambda: novograd(SCHEDULE, weight_decay=0.01, **OPTAX_DEFAULTS),
+    "optax_equal": lambda: novograd(SCHEDULE, weight_decay=0.01, second_moment_init="first_step",
+                                    **OPTAX_DEFAULTS),
     "optax": lambda: optax.novograd(SCHEDULE, weight_decay=0.01),
     "masked": lambda: novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK),
     "averaged": lambda: novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK,
                                           grad_averaging=True),
+    "first_step": lambda: novograd(SCHEDULE, weight_decay=0.01, weight_decay_mask=MASK,
+                                   second_moment_init="first_step"),
 }
 
 
 @functools.cache
-def _history(name):
-  return _run(RUNS[name](), PARAMS, GRADS)
+def _history(name, late=False):
+  return _run(RUNS[name](), PARAMS, LATE_GRADS if late else GRADS)
 
 
 def _reference(params, grads, lrs, b1=0.95, b2=0.98, eps=1e-8, weight_decay=0.0,
-               weight_decay_mask=masks.all_params, grad_averaging=False):
+               weight_decay_mask=masks.all_params, grad_averaging=False,
+               second_moment_init="first_nonzero"):
   """NovoGrad, Algorithm 1 of Ginsburg et al. 2019, in float64 numpy: params per step.
 
-  grad_averaging multiplies the normalized gradient by (1 - b1) at every step (NeMo).
+  grad_averaging multiplies the normalized gradient by (1 - b1) at every step (NeMo);
+  "first_nonzero" initializes v when it is 0 (NeMo's `if exp_avg_sq == 0`), "first_step"
+  at t = 1 (optax).
   """
   decayed = weight_decay_mask(params)
   w = {k: np.asarray(p, np.float64) for k, p in params.items()}
@@ -53,7 +63,8 @@ def _reference(params, grads, lrs, b1=0.95, b2=0.98, eps=1e-8, weight_decay=0.0,
   for t, (grad, lr) in enumerate(zip(grads, lrs), start=1):
     for k in w:
       g = np.asarray(grad[k], np.float64)
-      v[k] = _norm(g) ** 2 if t == 1 else b2 * v[k] + (1 - b2) * _norm(g) ** 2
+      first = v[k] == 0 if second_moment_init == "first_nonzero" else t == 1
+      v[k] = _norm(g) ** 2 if first else b2 * v[k] + (1 - b2) * _norm(g) ** 2
       u = g / (np.sqrt(v[k]) + eps) + (weight_decay * w[k] if decayed[k] else 0.0)
       m[k] = b1 * m[k] + ((1 - b1) * u if grad_averaging else u)
       w[k] = w[k] - lr * m[k]
@@ -70,13 +81,59 @@ def test_equals_optax_novograd_with_its_defaults():
   assert int(our_state[0].count) == int(their_state[0].count) == STEPS
 
 
-@pytest.mark.parametrize("name, kwargs", [
-    ("optax_equal", dict(weight_decay=0.01, **OPTAX_DEFAULTS)),
-    ("masked", dict(weight_decay=0.01, weight_decay_mask=MASK)),
-    ("averaged", dict(weight_decay=0.01, weight_decay_mask=MASK, grad_averaging=True)),
+def test_first_step_init_equals_optax_when_a_first_gradient_is_zero():
+  (ours, our_state), (theirs, their_state) = (_history("optax_equal", late=True),
+                                              _history("optax", late=True))
+  assert max(_max_diff(a, b) for a, b in zip(ours, theirs, strict=True)) < 1e-6
+  np.testing.assert_allclose(our_state[0].nu["zero_kernel"], their_state[0].nu["zero_kernel"],
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("name, late, kwargs", [
+    ("optax_equal", False, dict(weight_decay=0.01, second_moment_init="first_step",
+                                **OPTAX_DEFAULTS)),
+    ("masked", False, dict(weight_decay=0.01, weight_decay_mask=MASK)),
+    ("averaged", False, dict(weight_decay=0.01, weight_decay_mask=MASK, grad_averaging=True)),
+    ("masked", True, dict(weight_decay=0.01, weight_decay_mask=MASK)),
+    ("first_step", True, dict(weight_decay=0.01, weight_decay_mask=MASK,
+                              second_moment_init="first_step")),
 ])
-def test_matches_paper_algorithm_in_numpy(name, kwargs):
-  _assert_matches_reference(_history(name)[0], _reference(PARAMS, GRADS, LRS, **kwargs))
+def test_matches_paper_algorithm_in_numpy(name, late, kwargs):
+  grads = LATE_GRADS if late else GRADS
+  _assert_matches_reference(_history(name, late)[0], _reference(PARAMS, grads, LRS, **kwargs))
+
+
+def test_the_inits_differ_only_for_a_leaf_whose_first_gradient_is_zero():
+  """With every first gradient nonzero the two tests of "first" agree; with a late leaf they
+  part at its first nonzero gradient (step 4) and nowhere else."""
+  assert _max_diff(_history("masked")[0], _history("first_step")[0]) < 1e-6
+  late, late_first_step = _history("masked", late=True)[0], _history("first_step", late=True)[0]
+  for t, ((_, a), (_, b)) in enumerate(zip(late, late_first_step)):
+    for k in PARAMS:
+      diff = float(jnp.max(jnp.abs(a[k] - b[k])))
+      assert diff > 1e-3 if k == "zero_kernel" and t >= 3 else diff < 1e-6, (t, k, diff)
+
+
+@pytest.mark.parametrize("second_moment_init, first_step_norm", [
+    ("first_nonzero", 0.1), ("first_step", 0.1 / np.sqrt(1 - 0.98))])
+def test_a_leaf_whose_first_gradient_is_zero(second_moment_init, first_step_norm):
+  """Step 1 has g = 0 (so m_1 = 0), step 2 a nonzero g: NeMo's init gives v_2 = ||g||^2 and
+  a step of norm lr; optax's gave v_1 = 0, so v_2 = (1-b2) ||g||^2 and a step 1/sqrt(1-b2)
+  times too large."""
+  tx = novograd(0.1, second_moment_init=second_moment_init)
+  params = {"w": jnp.zeros((4, 3))}
+  grad = {"w": jnp.asarray(np.random.default_rng(2).normal(size=(4, 3)), jnp.float32)}
+  update, state = tx.update(jax.tree.map(jnp.zeros_like, grad), tx.init(params), params)
+  assert float(_norm(update["w"])) == 0
+  update, state = tx.update(grad, state, params)
+  np.testing.assert_allclose(_norm(update["w"]), first_step_norm, rtol=1e-6)
+  weight = 1 if second_moment_init == "first_nonzero" else 1 - 0.98
+  np.testing.assert_allclose(state[0].nu["w"], weight * _norm(grad["w"]) ** 2, rtol=1e-6)
+
+
+def test_rejects_an_unknown_second_moment_init():
+  with pytest.raises(ValueError, match="second_moment_init='zero' is not one of"):
+    novograd(0.1, second_moment_init="zero")
 
 
 def test_defaults_are_the_reference_defaults_not_optax():

@@ -11,15 +11,18 @@ from big_batch.parallel import lasp
 EXPLICIT, AUTO = jax.sharding.AxisType.Explicit, jax.sharding.AxisType.Auto
 # Decays per head: fast, slow, and none (λ = 1); then the all-ones case of Linear-MoE's kernel.
 DECAYS = (np.array([0.5, 0.9, 0.999, 1.0]), np.ones(4))
-# (mesh shape over ('data', 'seq'), axis type, chunk size): every shape, both axis types,
-# chunks from 1 position to the whole shard (N = 64, so a shard holds 64/|seq| positions).
-MESHES = [((1, 8), EXPLICIT, 2), ((2, 4), AUTO, 4), ((4, 2), EXPLICIT, 32), ((8, 1), AUTO, 16)]
+# (mesh shape over ('data', 'seq') or ('data', 'fsdp', 'seq'), axis type, chunk size): every
+# shape, both axis types, chunks from 1 position to the whole shard (N = 64, so a shard holds
+# 64/|seq| positions), and the batch split over fsdp too.
+MESHES = [((1, 8), EXPLICIT, 2), ((2, 4), AUTO, 4), ((4, 2), EXPLICIT, 32), ((8, 1), AUTO, 16),
+          ((1, 2, 4), EXPLICIT, 4), ((2, 2, 2), AUTO, 8)]
 
 
 def _inputs(dtype, batch=8, heads=4, n=64, d=8):
   keys = jax.random.split(jax.random.key(0), 4)
   q, k, v, w = (jax.random.normal(key, (batch, heads, n, d), dtype) for key in keys)
-  return q / np.sqrt(d), k / np.sqrt(d), v, w
+  scale = float(np.sqrt(d))  # A Python float keeps the dtype (a numpy one makes bf16 float32).
+  return q / scale, k / scale, v, w
 
 
 def _value_and_grads(attention, w):
@@ -36,7 +39,9 @@ def _max_error(got, want):
 
 
 def _mesh(shape, axis_type=EXPLICIT):
-  return jax.make_mesh(shape, ('data', 'seq'), axis_types=(axis_type, axis_type))
+  """Axes ('data', 'seq'), or ('data', 'fsdp', 'seq') for a 3-axis shape (the trainer's)."""
+  names = ('data', 'seq') if len(shape) == 2 else ('data', 'fsdp', 'seq')
+  return jax.make_mesh(shape, names, axis_types=(axis_type,) * len(shape))
 
 
 @pytest.mark.parametrize('chunk_size', [1, 8, 64])
@@ -74,6 +79,26 @@ def test_float32_matches_dense(impl, shape, axis_type):
   assert _max_error(fn(q, k, v, DECAYS[0]), dense(q, k, v, DECAYS[0])) <= 1e-4
 
 
+@pytest.mark.parametrize('impl', ['dense', 'blockwise', 'lasp1', 'lasp2'])
+def test_bfloat16_keeps_the_decay(impl):
+  """bf16 inputs against float32 on the same values, forward and gradients, to bf16 precision.
+
+  Decay powers taken in bf16 would turn λ = 0.999 into 1 (and 0.99 into 0.98828125): at
+  N = 128 that is a 6% error where the float32 powers leave 0.2%.
+  """
+  mesh = _mesh((2, 4)) if impl in ('lasp1', 'lasp2') else None
+  decay = np.array([0.999, 0.99, 0.9, 1.0])
+  q, k, v, w = _inputs(jnp.bfloat16, batch=4, n=128)
+  got = jax.jit(_value_and_grads(
+      lambda *a: lasp.linear_attention(*a, mesh=mesh, impl=impl, chunk_size=8), w))(
+          q, k, v, decay)
+  f32 = lambda x: x.astype(jnp.float32)
+  want = jax.jit(_value_and_grads(lasp.dense, f32(w)))(f32(q), f32(k), f32(v), decay)
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    assert a.dtype == jnp.bfloat16
+    assert float(jnp.max(jnp.abs(f32(a) - b))) <= 1e-2 * float(jnp.max(jnp.abs(b)))
+
+
 def test_mesh_from_set_mesh_and_unsharded_inputs():
   """Outside jit, with the mesh from jax.set_mesh and Explicit axes: inputs get resharded."""
   q, k, v, _ = _inputs(jnp.float32)
@@ -83,18 +108,25 @@ def test_mesh_from_set_mesh_and_unsharded_inputs():
   assert _max_error(out, lasp.dense(q, k, v, DECAYS[0])) <= 1e-4
 
 
-def _grad_collectives(impl, mesh, n, chunk_size=4):
+def _grad_collectives(impl, mesh, n, chunk_size=4, in_spec=None):
+  """The collectives of d<O, w>/d(q, k, v), with q, k, v laid out as `in_spec` if given."""
   q, k, v, w = _inputs(jnp.float32, batch=4, heads=2, n=n)
+  if in_spec:
+    q, k, v = (jax.device_put(x, jax.sharding.NamedSharding(mesh, in_spec)) for x in (q, k, v))
   loss = lambda q, k, v: jnp.sum(w * lasp.linear_attention(
       q, k, v, DECAYS[0][:2], mesh=mesh, impl=impl, chunk_size=chunk_size))
   hlo = jax.jit(jax.grad(loss, argnums=(0, 1, 2))).lower(q, k, v).compile().as_text()
   return lasp.hlo_collectives(hlo)
 
 
-def test_lasp1_hlo_has_only_collective_permutes():
-  """LASP-1: W−1 serial hops forward and W−1 backward (the inverse permutation)."""
+def test_lasp1_hlo_has_only_collective_permutes_of_one_pair_per_hop():
+  """LASP-1: W−1 serial hops forward and W−1 backward (the inverse permutation), hop t
+  sending from shard t to t+1 only, in each of the |data| = 2 rows of devices."""
   collectives = _grad_collectives('lasp1', _mesh((2, 4)), n=128)
   assert collections.Counter(c.op for c in collectives) == {'collective-permute': 2 * 3}
+  forward = [{(row + hop, row + hop + 1) for row in (0, 4)} for hop in range(3)]
+  expected = forward + [{(b, a) for a, b in pairs} for pairs in forward]
+  assert sorted(sorted(c.pairs) for c in collectives) == sorted(sorted(p) for p in expected)
 
 
 def test_lasp2_hlo_has_one_all_gather_and_one_reduce_scatter():
@@ -110,15 +142,42 @@ def test_lasp2_hlo_has_one_all_gather_and_one_reduce_scatter():
     assert all(128 not in dims and 32 not in dims for _, dims in collective.shapes)
 
 
+def _sent_bytes(collectives, device):
+  """What `device` sends: its operand of each collective, of a permute only as a source."""
+  return sum(c.operand_bytes for c in collectives
+             if c.op != 'collective-permute' or device in {s for s, _ in c.pairs})
+
+
 @pytest.mark.parametrize('impl', ['lasp1', 'lasp2'])
 def test_communication_bytes_do_not_grow_with_sequence_length(impl):
-  """Per device and layer: B/|data|·h·d_h² floats per hop (LASP-1) or per all-gather
-  operand (LASP-2), at N and 2N."""
+  """Per device and layer, at N and 2N, with a state of B/|data|·h·d_h² floats: LASP-1
+  sends at most one state forward and one backward (the paper's traffic), LASP-2 one state
+  to the all-gather and W = 4 to its reduce-scatter."""
   mesh = _mesh((2, 4))
   state_bytes = (4 // 2) * 2 * 8 * 8 * 4
-  expected = {'lasp1': 2 * 3 * state_bytes, 'lasp2': state_bytes + 4 * state_bytes}[impl]
+  expected = {'lasp1': 2 * state_bytes, 'lasp2': state_bytes + 4 * state_bytes}[impl]
   for n in (64, 128):
-    assert sum(c.operand_bytes for c in _grad_collectives(impl, mesh, n)) == expected
+    collectives = _grad_collectives(impl, mesh, n)
+    assert max(_sent_bytes(collectives, device) for device in range(8)) == expected
+
+
+@pytest.mark.parametrize('impl', ['lasp1', 'lasp2'])
+@pytest.mark.parametrize('axis_type', [EXPLICIT, AUTO])
+def test_batch_sharded_over_fsdp_stays_split(impl, axis_type):
+  """q, k, v with the batch over ('data', 'fsdp') as the trainer lays it out (and the
+  sequence over `seq`, as the model's `shard_sequence` does): LASP keeps the batch split
+  there, so only its own collectives run (over `seq`, one state per group of
+  |data|·|fsdp| = 4), and no all-gather of q, k or v over fsdp."""
+  mesh = _mesh((2, 2, 2), axis_type)
+  collectives = _grad_collectives(impl, mesh, n=128,
+                                  in_spec=jax.P(('data', 'fsdp'), None, 'seq', None))
+  expected = {'lasp1': {'collective-permute': 2},
+              'lasp2': {'all-gather': 1, 'reduce-scatter': 1}}[impl]
+  assert collections.Counter(c.op for c in collectives) == expected
+  state_elements = (4 // 4) * 2 * 8 * 8  # B/(|data|·|fsdp|)·h·d_h²
+  for collective in collectives:  # Each moves a state, or the W = 2 states gathered.
+    assert all(np.prod(dims) <= 2 * state_elements for _, dims in collective.shapes)
+    assert len(collective.pairs) == (4 if collective.op == 'collective-permute' else 0)
 
 
 def test_hlo_collectives_parses_operand_bytes_and_groups():
@@ -126,13 +185,14 @@ def test_hlo_collectives_parses_operand_bytes_and_groups():
       '  %all-gather.1 = f32[4,2,8,8]{3,2,1,0} all-gather(%p), channel_id=1, '
       'replica_groups={{0,1,2,3},{4,5,6,7}}, dimensions={0}',
       '  %rs = bf16[1,8]{1,0} reduce-scatter(%x), replica_groups=[4,2]<=[8], dimensions={0}',
-      '  ROOT %cp = f64[3]{0} collective-permute(%y), source_target_pairs={{0,1}}',
+      '  ROOT %cp = f64[3]{0} collective-permute(%y), channel_id=2, '
+      'source_target_pairs={{0,1},{4,5}}, metadata={op_name="ppermute"}',
       '  %add = f32[4]{0} add(%a, %b)',
   ])
   assert lasp.hlo_collectives(hlo) == [
       lasp.Collective('all-gather', (('f32', (4, 2, 8, 8)),), 4 * 2 * 8 * 8, 4),
       lasp.Collective('reduce-scatter', (('bf16', (1, 8)),), 2 * 8 * 2, 2),
-      lasp.Collective('collective-permute', (('f64', (3,)),), 24, 1),
+      lasp.Collective('collective-permute', (('f64', (3,)),), 24, 1, ((0, 1), (4, 5))),
   ]
 
 
@@ -142,6 +202,16 @@ def test_shard_sequence_lays_out_batch_and_sequence():
     assert jax.typeof(lasp.shard_sequence(tokens)).sharding.spec == jax.P('data', 'seq')
   auto = jax.jit(lambda t: lasp.shard_sequence(t, mesh=_mesh((2, 4), AUTO)))(tokens)
   assert auto.sharding.spec == jax.P('data', 'seq')
+  with jax.set_mesh(_mesh((2, 2, 2))):
+    spec = jax.typeof(lasp.shard_sequence(tokens)).sharding.spec
+    assert spec == jax.P(('data', 'fsdp'), 'seq')
+
+
+def test_rejects_batch_not_divisible_by_the_batch_axes():
+  q, k, v, _ = _inputs(jnp.float32, batch=6)
+  with pytest.raises(ValueError, match=r"batch size 6 is not divisible by the 4 shards of "
+                                       r"mesh axes \('data', 'fsdp'\)"):
+    lasp.lasp2(q, k, v, DECAYS[0], mesh=_mesh((2, 2, 2)))
 
 
 @pytest.mark.parametrize('n,chunk_size', [(60, None), (64, 3), (64, 16)])

@@ -108,7 +108,8 @@ class LinearAttentionLM(nnx.Module):
   `sequence_parallel` in {'lasp2', 'lasp1', 'blockwise', 'dense'} picks the attention
   implementation (`big_batch.parallel.lasp`); all give the same function. 'lasp1' and
   'lasp2' shard the sequence over mesh axis `seq` of the mesh set by `jax.set_mesh`,
-  the batch over `data`, and need seq divisible by |seq|·chunk_size. `mlp_dim=None`
+  the batch over `data` and `fsdp` (as the trainer does), and need seq divisible by
+  |seq|·chunk_size. `mlp_dim=None`
   takes 4·dim; `tie_embeddings` reuses the embedding as the output projection.
   """
 

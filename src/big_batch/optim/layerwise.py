@@ -142,13 +142,25 @@ class ScaleByLayerwiseSecondMomentState(NamedTuple):
   nu: optax.Updates  # one float32 scalar per leaf: the moving average of ||g||^2
 
 
-def scale_by_layerwise_second_moment(b2=0.98, eps=1e-8) -> optax.GradientTransformation:
+SECOND_MOMENT_INITS = ("first_nonzero", "first_step")
+
+
+def scale_by_layerwise_second_moment(
+    b2=0.98, eps=1e-8, second_moment_init="first_nonzero") -> optax.GradientTransformation:
   """Normalizes each leaf's gradient by the moving average of its squared norm.
 
-    v_1 = ||g_1||^2,   v_t = b2 v_{t-1} + (1-b2) ||g_t||^2,   g <- g / (sqrt(v_t) + eps)
+    v_t = ||g_t||^2 if v_{t-1} = 0, else b2 v_{t-1} + (1-b2) ||g_t||^2;   g <- g / (sqrt(v_t) + eps)
+  with second_moment_init="first_nonzero"; "first_step" takes the first branch at t = 1 only.
   NovoGrad's layer-wise second moment (Ginsburg et al. 2019, arXiv 1905.11286, Algorithm 1),
-  initialized with the first squared norm instead of bias correction; v is kept in float32.
+  initialized with a squared norm instead of bias correction; v is kept in float32.
+  "first_nonzero" is NeMo's and OpenSeq2Seq's test of v itself, so a leaf whose first
+  gradients are zero (an unused embedding row, a frozen branch) starts from its first
+  nonzero one; "first_step" is optax's test of the step count, after which such a leaf's
+  first nonzero step is 1/sqrt(1-b2) times too large.
   """
+  if second_moment_init not in SECOND_MOMENT_INITS:
+    raise ValueError(f"second_moment_init={second_moment_init!r} is not one of "
+                     f"{SECOND_MOMENT_INITS}")
 
   def init_fn(params):
     return ScaleByLayerwiseSecondMomentState(
@@ -157,10 +169,10 @@ def scale_by_layerwise_second_moment(b2=0.98, eps=1e-8) -> optax.GradientTransfo
 
   def update_fn(updates, state, params=None):
     del params
-    first = state.count == 0
 
     def moment(grad, nu):
       squared_norm = jnp.sum(jnp.square(grad.astype(jnp.float32)))
+      first = nu == 0 if second_moment_init == "first_nonzero" else state.count == 0
       return jnp.where(first, squared_norm, (1 - b2) * squared_norm + b2 * nu)
 
     nu = jax.tree.map(moment, updates, state.nu)
@@ -178,24 +190,36 @@ def novograd(
     weight_decay=0.0,
     weight_decay_mask=None,
     grad_averaging=False,
+    second_moment_init="first_nonzero",
 ) -> optax.GradientTransformation:
   """NovoGrad (Ginsburg et al. 2019, arXiv 1905.11286, Algorithm 1).
 
   "Stochastic Gradient Methods with Layer-wise Adaptive Moments for Training of Deep Networks".
 
   Per layer (pytree leaf) w with gradient g, at step t:
-    v_t = b2 v_{t-1} + (1-b2) ||g||^2                       (v_1 = ||g_1||^2, float32)
+    v_t = b2 v_{t-1} + (1-b2) ||g||^2                       (v_t = ||g||^2 while v_{t-1} = 0;
+                                                             float32)
     u_t = g / (sqrt(v_t) + eps) + weight_decay * w          (decay after the normalization,
                                                              leaves in `weight_decay_mask`)
     m_t = b1 m_{t-1} + u_t         (grad_averaging: m_t = b1 m_{t-1} + (1-b1) u_t; m_0 = 0)
     w  <- w - lr_t * m_t
-  No bias correction: the first squared norm initializes v. The second moment is one scalar
-  per leaf, so the state is about half of Adam's.
+  No bias correction: the first nonzero squared norm initializes v. The second moment is one
+  scalar per leaf, so the state is about half of Adam's.
 
-  Defaults are those of the NeMo and OpenSeq2Seq references (b1=0.95, b2=0.98, eps=1e-8).
+  Defaults are those of the NeMo and OpenSeq2Seq references (b1=0.95, b2=0.98, eps=1e-8), and
+  so is the initialization: both test v, not the step (NeMo nemo/core/optim/novograd.py,
+  `if exp_avg_sq == 0: exp_avg_sq.copy_(norm)`; OpenSeq2Seq open_seq2seq/optimizers/novograd.py,
+  `tf.cond(tf.equal(self._grads_ema[i], 0.), lambda: g_2, ...)`). The paper's v_1 = ||g_1||^2
+  does not say what a zero g_1 should do, and with the step test a leaf whose first gradient
+  is zero gets v_2 = (1-b2) ||g_2||^2: a first real step 1/sqrt(1-b2) (7x for b2=0.98) too
+  large. `second_moment_init="first_step"` tests the step instead, as optax does.
+
   Differences from `optax.novograd`, which it equals for
-  `novograd(lr, b1=0.9, b2=0.25, eps=1e-6, weight_decay=wd)`:
+  `novograd(lr, b1=0.9, b2=0.25, eps=1e-6, weight_decay=wd, second_moment_init="first_step")`,
+  and with the default initialization whenever no leaf's first gradient is zero:
   - optax's defaults are b1=0.9, b2=0.25, eps=1e-6;
+  - optax initializes v at step 1 (`count_inc == 1`) whatever the gradient; here at the
+    first nonzero gradient unless `second_moment_init="first_step"`;
   - optax decays every leaf; here `weight_decay_mask` selects them;
   - optax has no gradient averaging; `grad_averaging=True` follows NeMo and OpenSeq2Seq
     (the (1-b1) factor at every step, the first included);
@@ -206,7 +230,7 @@ def novograd(
     >>> tx = novograd(1e-2, weight_decay=1e-3, weight_decay_mask=masks.exclude_bias_and_norm)
   """
   return optax.chain(
-      scale_by_layerwise_second_moment(b2, eps),
+      scale_by_layerwise_second_moment(b2, eps, second_moment_init),
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       optax.ema(b1, debias=False) if grad_averaging else optax.trace(decay=b1),
       optax.scale_by_learning_rate(learning_rate),

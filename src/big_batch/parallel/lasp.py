@@ -5,22 +5,29 @@ Per head h, with a decay λ_h in (0, 1] (λ = 1: no decay),
   o_i = Σ_{j≤i} λ^{i−j} (q_i·k_j) v_j.
 
 Inputs are [batch, heads, seq, head_dim]. The sequence is cut into W shards over the
-mesh axis `seq` (the batch goes over `data` when the mesh has it), and each shard into
-chunks of C positions. Within a shard of L = N/W positions everything is local; across
-shards only the d×d state
+mesh axis `seq` (the batch goes over `data` and `fsdp`, those of them the mesh has, as the
+trainer shards it), and each shard into chunks of C positions. Within a shard of L = N/W
+positions everything is local; across shards only the d×d state
 
   KV_t = Σ_{j in shards ≤ t} λ^{(end of shard t) − j} k_jᵀ v_j
 
 travels, so the communication per layer is B·h·d_h² elements whatever N is:
 
-- `lasp1` passes KV along a ring with `ppermute`, W−1 serial hops (Sun et al. 2024,
-  "Linear Attention Sequence Parallelism", arXiv:2404.02882);
+- `lasp1` passes KV down the chain of shards with `ppermute`, W−1 serial hops of one
+  state each, from shard t to t+1 at hop t (Sun et al. 2024, "Linear Attention Sequence
+  Parallelism", arXiv:2404.02882);
 - `lasp2` all-gathers the per-shard states once and forms a decayed prefix sum locally
   (Sun et al. 2025, "LASP-2", arXiv:2502.07563);
 - `blockwise` is the same chunked algorithm on one device, O(N·d + d²) memory per head;
 - `dense` materializes the N×N decayed causal mask: the reference for tests.
+
+The decay powers λ^e = exp(e·log λ), the states and what they scale are float32 (float64
+for float64 inputs) whatever the input dtype, as LASP's kernels keep KV in float32: in
+bfloat16, λ = 0.999 would round to 1, and λ^C to a power that drifts over N/C chunks. The
+output has the input's dtype.
 """
 import functools
+import math
 import re
 from typing import NamedTuple
 
@@ -28,8 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from big_batch.parallel.mesh import BATCH_AXES
+
 SEQ_AXIS = 'seq'
-DATA_AXIS = 'data'
 DEFAULT_CHUNK_SIZE = 64
 
 
@@ -40,7 +48,7 @@ def dense(q, k, v, decay):
   """
   log_decay = _log_decay(decay, q.shape[1], q.dtype)
   scores = jnp.einsum('bhid,bhjd->bhij', q, k) * _decay_mask(log_decay, q.shape[2])
-  return jnp.einsum('bhij,bhje->bhie', scores, v)
+  return jnp.einsum('bhij,bhje->bhie', scores, v).astype(q.dtype)
 
 
 def blockwise(q, k, v, decay, *, chunk_size=None):
@@ -54,7 +62,7 @@ def blockwise(q, k, v, decay, *, chunk_size=None):
   n = q.shape[2]
   chunk = _chunk_size(n, 1, chunk_size)
   log_decay = _log_decay(decay, q.shape[1], q.dtype)
-  return _local_attention(q, k, v, log_decay, chunk)[0]
+  return _local_attention(q, k, v, log_decay, chunk)[0].astype(q.dtype)
 
 
 def lasp1(q, k, v, decay, *, mesh=None, chunk_size=None):
@@ -62,9 +70,10 @@ def lasp1(q, k, v, decay, *, mesh=None, chunk_size=None):
 
   Shard t computes its local output with a zero incoming state, then receives
   KV_{t−1} from t−1 and adds (Λ Q_t) KV_{t−1}, Λ = diag(λ^p) over its L positions p;
-  it sends KV_t = λ^L KV_{t−1} + KV_t^local to t+1. The W−1 hops are serial; autodiff
-  runs them backwards with the inverse permutation. `mesh=None` takes the mesh set
-  by `jax.set_mesh`; `chunk_size=None` takes min(64, N/W).
+  it sends KV_t = λ^L KV_{t−1} + KV_t^local to t+1. Hop t is the one pair t → t+1, so
+  each shard sends and receives one state of B·h·d_h² elements per direction, as in the
+  paper; the W−1 hops are serial, and autodiff runs them backwards, t+1 → t. `mesh=None`
+  takes the mesh set by `jax.set_mesh`; `chunk_size=None` takes min(64, N/W).
   """
   return _sequence_parallel(_lasp1_shard, q, k, v, decay, mesh, chunk_size)
 
@@ -104,8 +113,9 @@ class Collective(NamedTuple):
   """One collective of a compiled HLO module."""
   op: str  # 'all-gather', 'reduce-scatter', 'all-reduce', 'collective-permute', 'all-to-all'
   shapes: tuple  # result shapes as (dtype, dims) pairs
-  operand_bytes: int  # what one device contributes
+  operand_bytes: int  # what one device contributes (for a collective-permute: each source)
   group_size: int  # devices per replica group (1 for collective-permute)
+  pairs: tuple = ()  # a collective-permute's (source, target) device pairs
 
 
 def hlo_collectives(hlo_text):
@@ -113,7 +123,8 @@ def hlo_collectives(hlo_text):
 
   Used to check LASP's communication claims. The operand size follows from the result:
   an all-gather's operand is its result over the group size, a reduce-scatter's is its
-  result times the group size, the others keep their size.
+  result times the group size, the others keep their size. A collective-permute's result
+  has its operand's shape however many devices send, so who sends is in its `pairs`.
   """
   ops = 'all-gather|reduce-scatter|all-reduce|collective-permute|all-to-all'
   pattern = re.compile(rf'^\s*(?:ROOT )?\S+ = (.+?) ({ops})\((.*)$', re.M)
@@ -123,13 +134,20 @@ def hlo_collectives(hlo_text):
     group = _group_size(rest)
     result_bytes = sum(_ITEMSIZE[dtype] * int(np.prod(dims)) for dtype, dims in shapes)
     scale = {'all-gather': 1 / group, 'reduce-scatter': group}.get(op, 1)
-    collectives.append(Collective(op, tuple(shapes), int(result_bytes * scale), group))
+    collectives.append(Collective(op, tuple(shapes), int(result_bytes * scale), group,
+                                  _pairs(rest)))
   return collectives
 
 
 def _shapes(text):
   return [(dtype, tuple(int(s) for s in dims.split(',') if s))
           for dtype, dims in re.findall(r'\b([a-z]+\d*)\[([\d,]*)\]', text)]
+
+
+def _pairs(attributes):
+  listed = re.search(r'source_target_pairs=\{([\d,{}]*)\}', attributes)
+  found = re.findall(r'\{(\d+),(\d+)\}', listed.group(1)) if listed else ()
+  return tuple((int(source), int(target)) for source, target in found)
 
 
 def _group_size(attributes):
@@ -145,27 +163,31 @@ _ITEMSIZE = {'pred': 1, 's8': 1, 'u8': 1, 'bf16': 2, 'f16': 2, 's16': 2, 'u16': 
 
 
 def shard_sequence(x, mesh=None):
-  """Lays out x [batch, seq, ...] as LASP does: batch over `data`, sequence over `seq`.
+  """Lays out x [batch, seq, ...] as LASP does: batch over `data` and `fsdp`, sequence
+  over `seq`.
 
   Applied to a model's input tokens so that the token-wise layers (embedding, MLP, norms,
   logits) run on each device's N/W positions and their gradients stay sharded: only
   attention communicates, and nothing gathers the full sequence.
   """
   mesh = _seq_mesh(mesh)
-  return _place(x, mesh, jax.P(_data_axis(mesh), SEQ_AXIS))
+  return _place(x, mesh, jax.P(_batch_axes(mesh), SEQ_AXIS))
 
 
 def _sequence_parallel(shard_fn, q, k, v, decay, mesh, chunk_size):
-  """Runs `shard_fn` as a shard_map with the sequence over `seq` and the batch over `data`."""
+  """Runs `shard_fn` as a shard_map with the sequence over `seq` and the batch over `data`
+  and `fsdp`: a batch axis left out would all-gather q, k, v over it, and its devices
+  would all compute the same outputs."""
   mesh = _seq_mesh(mesh)
   batch, heads, n, _ = q.shape
   shards = mesh.shape[SEQ_AXIS]
   chunk = _chunk_size(n, shards, chunk_size)
-  data = _data_axis(mesh)
-  if data and batch % mesh.shape[data]:
-    raise ValueError(f"batch size {batch} is not divisible by the {mesh.shape[data]} "
-                     f"shards of mesh axis '{data}'")
-  spec = jax.P(data, None, SEQ_AXIS, None)
+  batch_axes = _batch_axes(mesh)
+  batch_shards = math.prod(mesh.shape[a] for a in batch_axes or ())
+  if batch % batch_shards:
+    raise ValueError(f"batch size {batch} is not divisible by the {batch_shards} shards of "
+                     f"mesh axes {batch_axes}")
+  spec = jax.P(batch_axes, None, SEQ_AXIS, None)
   log_decay = _log_decay(decay, heads, q.dtype)
   q, k, v = (_place(x, mesh, spec) for x in (q, k, v))
   fn = jax.shard_map(functools.partial(shard_fn, chunk=chunk, shards=shards), mesh=mesh,
@@ -179,13 +201,12 @@ def _lasp1_shard(q, k, v, log_decay, *, chunk, shards):
   shard_decay = jnp.exp(log_decay * q.shape[2])[:, None, None]
   kv_prev = jnp.zeros_like(kv)
   # Unrolled so the compiled program shows LASP-1's W−1 hops as W−1 collective-permutes.
-  # SPMD makes every rank send at every hop; rank t keeps what arrives at hops < t, and
-  # at hop t−1 that is the final KV_{t−1} of rank t−1.
+  # At hop t only rank t holds its final state (it received KV_{t−1} at hop t−1), so only
+  # it sends: any other rank would send a partial state that nobody keeps.
   for hop in range(shards - 1):
-    received = jax.lax.ppermute(shard_decay * kv_prev + kv, SEQ_AXIS,
-                                [(r, r + 1) for r in range(shards - 1)])
-    kv_prev = jnp.where(hop < rank, received, kv_prev)
-  return o + _incoming(q, kv_prev, log_decay)
+    received = jax.lax.ppermute(shard_decay * kv_prev + kv, SEQ_AXIS, [(hop, hop + 1)])
+    kv_prev = jnp.where(rank == hop + 1, received, kv_prev)
+  return (o + _incoming(q, kv_prev, log_decay)).astype(q.dtype)
 
 
 def _lasp2_shard(q, k, v, log_decay, *, chunk, shards):
@@ -195,7 +216,7 @@ def _lasp2_shard(q, k, v, log_decay, *, chunk, shards):
   weights = jnp.where(gaps[:, None] >= 0,
                       jnp.exp(log_decay * q.shape[2] * jnp.maximum(gaps, 0)[:, None]), 0.)
   kv_prev = jnp.einsum('sh,sbhde->bhde', weights, all_kv)
-  return o + _incoming(q, kv_prev, log_decay)
+  return (o + _incoming(q, kv_prev, log_decay)).astype(q.dtype)
 
 
 def _local_attention(q, k, v, log_decay, chunk):
@@ -246,11 +267,13 @@ def _decay_mask(log_decay, n):
 
 
 def _log_decay(decay, heads, dtype):
-  """log λ per head, checking 0 < λ ≤ 1 whenever the decay is a concrete value."""
+  """log λ per head in float32, or in `dtype` if wider, checking 0 < λ ≤ 1 whenever the
+  decay is a concrete value."""
   if not isinstance(decay, jax.core.Tracer):
     values = np.asarray(decay, dtype=np.float64)
     if not np.all((values > 0) & (values <= 1)):
       raise ValueError(f'decay must lie in (0, 1] for every head; got {values}')
+  dtype = jnp.promote_types(dtype, jnp.float32)
   return jnp.log(jnp.broadcast_to(jnp.asarray(decay, dtype), (heads,)))
 
 
@@ -273,8 +296,9 @@ def _seq_mesh(mesh):
   return mesh
 
 
-def _data_axis(mesh):
-  return DATA_AXIS if DATA_AXIS in mesh.axis_names else None
+def _batch_axes(mesh):
+  """('data', 'fsdp'), or those of them the mesh has; None if neither."""
+  return tuple(a for a in BATCH_AXES if a in mesh.axis_names) or None
 
 
 def _place(x, mesh, spec):
@@ -288,8 +312,15 @@ def _place(x, mesh, spec):
   explicit = {a for a, t in zip(mesh.axis_names, mesh.axis_types)
               if t == jax.sharding.AxisType.Explicit}
   if explicit:
-    target = jax.P(*(a if a in explicit else None for a in spec))
+    target = jax.P(*(_explicit_only(entry, explicit) for entry in spec))
     return jax.reshard(x, jax.sharding.NamedSharding(mesh, target))
   if isinstance(x, jax.core.Tracer):
     return jax.lax.with_sharding_constraint(x, jax.sharding.NamedSharding(mesh, spec))
   return x
+
+
+def _explicit_only(entry, explicit):
+  """A PartitionSpec entry (an axis, a tuple of axes or None) without its non-Explicit axes."""
+  if isinstance(entry, tuple):
+    return tuple(a for a in entry if a in explicit) or None
+  return entry if entry in explicit else None

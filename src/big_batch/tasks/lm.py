@@ -12,8 +12,9 @@ Evaluation (`config.evals.<name>`, over a split) sums the same per-token quantit
 their tokens, so the trainer's sum / count is the mean per token over the split.
 
 The model is `config.model` from `models.LANGUAGE_MODELS`. With a sequence-parallel model
-(`sequence_parallel` 'lasp1' or 'lasp2') the model lays its tokens out over ('data', 'seq'),
-and the targets are laid out the same way here, so the per-token loss needs no communication.
+(`sequence_parallel` 'lasp1' or 'lasp2') the model lays its tokens out with the batch over
+('data', 'fsdp') and the sequence over 'seq', and the targets are laid out the same way here,
+so the per-token loss needs no communication.
 """
 import math
 
