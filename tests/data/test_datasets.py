@@ -72,3 +72,20 @@ def test_unprepared_standard_data_set_is_a_clear_error(tmp_path):
 def test_unknown_data_set_is_a_clear_error(tmp_path):
   with pytest.raises(ValueError, match="config.data.name='no_such_data'"):
     datasets.load(config(name="no_such_data", data_dir=str(tmp_path)))
+
+
+def test_a_train_subset_trains_on_those_examples_only(data_dir, tmp_path):
+  indices = np.array([7, 3, 3999, 0])
+  np.save(tmp_path / "labelled.npy", indices)
+  full = datasets.load(config(name="mnist1d", data_dir=data_dir))
+  part = datasets.load(config(name="mnist1d", data_dir=data_dir,
+                              train_subset=str(tmp_path / "labelled.npy")))
+  assert part.train.num_examples == 4
+  np.testing.assert_array_equal(part.train.read(np.array([2, 0]))["input"],
+                                full.train.read(np.array([3999, 7]))["input"])
+  assert part.split("test").num_examples == 1000  # Only the training split is restricted.
+  for bad in (np.array([0, 0]), np.array([4000]), np.array([[1]]), np.array([0.5])):
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(ValueError, match="must hold distinct integer indices in"):
+      datasets.load(config(name="mnist1d", data_dir=data_dir,
+                           train_subset=str(tmp_path / "bad.npy")))

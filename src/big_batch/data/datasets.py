@@ -3,7 +3,8 @@
 `load(config.data)` prepares the offline builders (mnist1d, digits, pydoc_text) on first use
 in `config.data.data_dir` and opens standard tfds data sets (cifar10, mnist, ...) that are
 already prepared there; nothing is downloaded. Every split the data set has is available
-(`Dataset.split(name)`), read from disk only when first used. Examples are stacked per
+(`Dataset.split(name)`), read from disk only when first used; `config.train_subset` (a .npy
+of indices) restricts training to those examples. Examples are stacked per
 feature. In classification data (a `label_key` feature) every example becomes
 {'input': float32 array, 'label': int32}, uint8 images scaled to [0, 1]; other data sets
 (pydoc_text: {'inputs', 'targets'} int32 byte sequences) keep their features as stored.
@@ -17,7 +18,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
+from etils import epath
 
+from big_batch.checks import ConfigError
 from big_batch.data.builders import digits, mnist1d, pydoc_text
 
 # Builders that generate their data offline: name -> (builder class, default variant).
@@ -150,10 +153,34 @@ def load(config) -> Dataset:
   in_memory = config.get("in_memory", True)
   splits = {name: _split(source, stack, in_memory)
             for name, source in builder.as_data_source().items()}
+  train_split = config.get("train_split", "train")
   dataset = Dataset(splits=splits, num_classes=num_classes, input_shape=input_shape,
-                    train_split=config.get("train_split", "train"))
+                    train_split=train_split)
   dataset.train  # noqa: B018 -- a missing training split is an error now, not at step 1.
+  if config.get("train_subset"):
+    indices = read_subset(config.train_subset, dataset.train.num_examples)
+    splits[train_split] = subset(dataset.train, indices)
   return dataset
+
+
+def subset(split: Split, indices: np.ndarray) -> Split:
+  """The examples `indices` of `split`, as a split of their own (in that order)."""
+  indices = np.asarray(indices, np.int64)
+  return Split(len(indices), lambda idx: split.read(indices[np.asarray(idx)]))
+
+
+def read_subset(path: str, num_examples: int) -> np.ndarray:
+  """The training-example indices in the .npy file `path` (config.data.train_subset): e.g. the
+  labelled pool of an active-learning round, or a fixed coreset. Distinct, in range."""
+  with epath.Path(path).open("rb") as f:
+    indices = np.load(f)
+  if (indices.ndim != 1 or not np.issubdtype(indices.dtype, np.integer) or not len(indices)
+      or indices.min() < 0 or indices.max() >= num_examples
+      or len(np.unique(indices)) != len(indices)):
+    raise ConfigError(f"config.data.train_subset={path!r} must hold distinct integer indices "
+                      f"in [0, {num_examples}) of the training split; it holds "
+                      f"{indices.dtype} {indices.shape}")
+  return indices
 
 
 def check(section) -> None:
@@ -169,6 +196,9 @@ def check(section) -> None:
   section.boolean("in_memory", default=True)
   section.non_negative("prefetch", default=4, integer=True)
   section.read("train_split", default="train")
+  subset_path = section.read("train_subset", default=None)
+  if subset_path is not None and not epath.Path(subset_path).exists():
+    section.fail("train_subset", "is not a file (a .npy of training-example indices)")
   section.read("input_key", default="input")
   section.read("label_key", default="label")
   variant = section.read("variant", default=None)
@@ -184,5 +214,5 @@ def check(section) -> None:
           section.fail(field, f"is a field of the {owner!r} data set, not of {name!r}")
         section.positive(field, integer=True)
   section.reject_unread("data set fields: name, variant, data_dir, in_memory, prefetch, "
-                        "train_split, input_key, label_key, and num_samples (mnist1d) or "
+                        "train_split, train_subset, input_key, label_key, and num_samples (mnist1d) or "
                         "seq_len (pydoc_text)")
