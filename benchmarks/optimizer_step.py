@@ -8,8 +8,10 @@ median ms per step, the ratio to the optax counterpart, the bytes an update must
 bandwidth that this minimum at the measured speed represents. The bandwidth is measured in the
 same rounds with a donated x -> x*a + b over a 256 MB float32 array (read + written). "temp
 buffers" is XLA's scratch memory for the step: a parameter-sized buffer there is an extra
-write and read of every parameter (LAMB's and optax-LARS's update direction, which feeds both
-the norm and the scaled update).
+write and read of every parameter, in memory that is fresh at every call (optax's LAMB and
+LARS keep their update direction there, as it feeds both the norm and the scaled update;
+big_batch's recompute it, src/big_batch/optim/two_pass.py). The machine's load changes every
+figure several-fold (2 shared cores): compare the ratios, measured in the same rounds.
 
     python benchmarks/optimizer_step.py [--rounds 15]
 """

@@ -27,3 +27,12 @@ def test_lasp_lm_reaches_under_2_6_bits_per_byte(data_dir, tmp_path):
   config.data.data_dir = data_dir
   summary = train.run(config, str(tmp_path))
   assert summary["evals"]["validation"]["bits_per_byte"] < 2.6
+
+
+@pytest.mark.parametrize("name, accuracy", [("mnist1d_lamb", 0.98), ("mnist1d_lars", 0.965)])
+def test_large_batch_recipes_reach_their_documented_accuracy(data_dir, tmp_path, name,
+                                                              accuracy):
+  config = load_config(name)
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= accuracy

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from big_batch.optim import trust_ratio
+from big_batch.optim import trust_ratio, two_pass
 
 
 def scale_by_adam_without_bias_correction(
@@ -53,7 +53,10 @@ def lamb(
     w  <- w - lr_t * ||w|| / ||u_t|| * u_t          (leaves in `trust_ratio_mask`, else ratio 1)
   The ratio is 1 when ||w|| or ||u_t|| is 0, and norms are float32 (`trust_ratio`).
 
-  With the defaults this is `optax.lamb`. The options cover the reference implementations:
+  With the defaults this is `optax.lamb`, and the state is that of the optax chain
+  [clip_by_global_norm,] scale_by_adam, add_decayed_weights, scale_by_trust_ratio,
+  scale_by_learning_rate; the update runs in two passes per leaf without the chain's
+  direction-sized scratch buffer (two_pass.py). The options cover the reference implementations:
   - `trust_ratio_mask`: leaves excluded from layer adaptation take a plain AdamW step.
     tensorflow_addons LAMB excludes its weight-decay exclusions by default, which is
     `trust_ratio_mask=weight_decay_mask`; optax.lamb adapts every leaf.
@@ -71,13 +74,20 @@ def lamb(
     adam = optax.scale_by_adam(b1, b2, eps)
   else:
     adam = scale_by_adam_without_bias_correction(b1, b2, eps)
-  return optax.chain(
+  scale = optax.scale_by_learning_rate(learning_rate)
+  chain = optax.chain(
       *clip,
       adam,
       optax.add_decayed_weights(weight_decay, weight_decay_mask),
       trust_ratio.scale_by_trust_ratio(mask=trust_ratio_mask),
-      optax.scale_by_learning_rate(learning_rate),
+      scale,
   )
+  if callable(weight_decay):  # A schedule keeps its own count in the chain's decay state.
+    return chain
+  # The chain's state, updated in two passes per leaf without a scratch buffer (two_pass.py).
+  return optax.GradientTransformationExtraArgs(chain.init, two_pass.lamb_update(
+      clip, b1, b2, eps, weight_decay, weight_decay_mask, trust_ratio_mask, bias_correction,
+      scale))
 
 
 LARS_RATIOS = ("optax", "mlperf")
@@ -109,8 +119,10 @@ def lars(
   reference (optax.sgd puts it outside; the two differ under a schedule). ratio="optax" equals
   `optax.lars` (the SimCLR form); ratio="mlperf" is the paper's ratio, used by the MLPerf
   ResNet-50 reference, and never larger than the optax one (triangle inequality); the two
-  agree when weight_decay=0. The MLPerf recipe excludes biases and batch-norm parameters from
-  both decay and adaptation: `weight_decay_mask=trust_ratio_mask=masks.exclude_bias_and_norm`.
+  agree when weight_decay=0. With ratio="optax" the state is that of the optax chain and the
+  update runs in two passes per leaf without its scratch buffer (two_pass.py). The MLPerf
+  recipe excludes biases and batch-norm parameters from both decay and adaptation:
+  `weight_decay_mask=trust_ratio_mask=masks.exclude_bias_and_norm`.
 
   Example:
     >>> from big_batch.optim import masks
@@ -118,23 +130,28 @@ def lars(
     ...           weight_decay_mask=masks.exclude_bias_and_norm,
     ...           trust_ratio_mask=masks.exclude_bias_and_norm)
   """
-  if ratio == "optax":
-    direction = [
-        optax.add_decayed_weights(weight_decay, weight_decay_mask),
-        trust_ratio.scale_by_trust_ratio(trust_coefficient, eps, mask=trust_ratio_mask),
-    ]
-  elif ratio == "mlperf":
-    direction = [
+  scale = optax.scale_by_learning_rate(learning_rate)
+  trace = optax.trace(decay=momentum, nesterov=nesterov)
+  if ratio == "mlperf":
+    return optax.chain(
         trust_ratio.scale_by_mlperf_trust_ratio(
             weight_decay, trust_coefficient, eps, weight_decay_mask, trust_ratio_mask),
-    ]
-  else:
+        scale,
+        trace,
+    )
+  if ratio != "optax":
     raise ValueError(f"ratio={ratio!r} is not one of {LARS_RATIOS}")
-  return optax.chain(
-      *direction,
-      optax.scale_by_learning_rate(learning_rate),
-      optax.trace(decay=momentum, nesterov=nesterov),
+  chain = optax.chain(
+      optax.add_decayed_weights(weight_decay, weight_decay_mask),
+      trust_ratio.scale_by_trust_ratio(trust_coefficient, eps, mask=trust_ratio_mask),
+      scale,
+      trace,
   )
+  if callable(weight_decay):  # A schedule keeps its own count in the chain's decay state.
+    return chain
+  # The chain's state, updated in two passes per leaf without a scratch buffer (two_pass.py).
+  return optax.GradientTransformationExtraArgs(chain.init, two_pass.lars_update(
+      weight_decay, trust_coefficient, eps, weight_decay_mask, trust_ratio_mask, scale, trace))
 
 
 class ScaleByLayerwiseSecondMomentState(NamedTuple):

@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-_NO_PARAMS = "the trust ratio needs the params: call update(updates, state, params)"
+NO_PARAMS = "the trust ratio needs the params: call update(updates, state, params)"
 
 
-def _norm(x):
+def norm(x):
   """||x|| in float32, with a zero (not NaN) gradient at x = 0.
 
   The double `where` acts on the scalar sum of squares: optax.safe_norm guards with a
@@ -25,7 +25,7 @@ def _norm(x):
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, squared, 1.0)), 0.0)
 
 
-def _ratio(scaled_param_norm, denominator, param_norm, update_norm):
+def ratio_of(scaled_param_norm, denominator, param_norm, update_norm):
   """scaled_param_norm / denominator, or 1 if a norm is 0 (then with a zero gradient, not NaN)."""
   zero = (param_norm == 0.0) | (update_norm == 0.0)
   return jnp.where(zero, 1.0, scaled_param_norm / jnp.where(zero, 1.0, denominator))
@@ -41,11 +41,11 @@ def scale_by_trust_ratio(trust_coefficient=1.0, eps=0.0, mask=None) -> optax.Gra
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError(_NO_PARAMS)
+      raise ValueError(NO_PARAMS)
 
     def scale(update, param):
-      param_norm, update_norm = _norm(param), _norm(update)
-      ratio = _ratio(trust_coefficient * param_norm, update_norm + eps, param_norm, update_norm)
+      param_norm, update_norm = norm(param), norm(update)
+      ratio = ratio_of(trust_coefficient * param_norm, update_norm + eps, param_norm, update_norm)
       return update * ratio.astype(update.dtype)
 
     return jax.tree.map(scale, updates, params), state
@@ -54,7 +54,7 @@ def scale_by_trust_ratio(trust_coefficient=1.0, eps=0.0, mask=None) -> optax.Gra
   return tx if mask is None else optax.masked(tx, mask)
 
 
-def _full_mask(mask, params):
+def leaf_mask(mask, params):
   """`mask` (None, a pytree prefix of bools, or a callable of params) as one bool per leaf."""
   if mask is None:
     return jax.tree.map(lambda _: True, params)
@@ -83,19 +83,19 @@ def scale_by_mlperf_trust_ratio(
 
   def update_fn(updates, state, params=None):
     if params is None:
-      raise ValueError(_NO_PARAMS)
+      raise ValueError(NO_PARAMS)
 
     def scale(grad, param, decayed, trusted):
       update = grad + weight_decay * param if decayed else grad
       if not trusted:
         return update
-      param_norm, grad_norm = _norm(param), _norm(grad)
+      param_norm, grad_norm = norm(param), norm(grad)
       denominator = grad_norm + (weight_decay * param_norm if decayed else 0.0) + eps
-      ratio = _ratio(trust_coefficient * param_norm, denominator, param_norm, grad_norm)
+      ratio = ratio_of(trust_coefficient * param_norm, denominator, param_norm, grad_norm)
       return update * ratio.astype(update.dtype)
 
-    decayed = _full_mask(weight_decay_mask, params)
-    trusted = _full_mask(trust_ratio_mask, params)
+    decayed = leaf_mask(weight_decay_mask, params)
+    trusted = leaf_mask(trust_ratio_mask, params)
     return jax.tree.map(scale, updates, params, decayed, trusted), state
 
   return optax.GradientTransformation(optax.init_empty_state, update_fn)
