@@ -36,3 +36,10 @@ def test_large_batch_recipes_reach_their_documented_accuracy(data_dir, tmp_path,
   config.data.data_dir = data_dir
   summary = train.run(config, str(tmp_path))
   assert summary["evals"]["test"]["accuracy"] >= accuracy
+
+
+def test_adadagrad_logistic_regression_reaches_its_documented_accuracy(data_dir, tmp_path):
+  config = load_config("mnist1d_adadagrad")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= 0.30

@@ -18,6 +18,7 @@ import optax
 from big_batch import checks
 from big_batch.checks import ConfigError
 from big_batch.optim import masks, schedules
+from big_batch.optim.adagrad import adagrad_norm, filterwise_adagrad_norm
 from big_batch.optim.baselines import adamw, sgd
 from big_batch.optim.layerwise import lamb, lars, novograd
 from big_batch.scaling.learning_rate import RULES as LR_SCALING_RULES
@@ -29,13 +30,17 @@ OPTIMIZERS = {
     "lamb": lamb,
     "lars": lars,
     "novograd": novograd,
+    "adagrad": optax.adagrad,
+    "adagrad_norm": adagrad_norm,
+    "filterwise_adagrad_norm": filterwise_adagrad_norm,
 }
 
 _SCHEDULE_FIELDS = ("learning_rate", "schedule", "warmup_steps", "end_value", "power")
 _OWN_FIELDS = ("name", *_SCHEDULE_FIELDS, "grad_clip_norm")
 
-__all__ = ["OPTIMIZERS", "Optimizer", "adamw", "build", "check", "lamb", "lars", "masks",
-           "novograd", "peak_learning_rate", "schedules", "sgd"]
+__all__ = ["OPTIMIZERS", "Optimizer", "adagrad_norm", "adamw", "build", "check",
+           "filterwise_adagrad_norm", "lamb", "lars", "masks", "novograd",
+           "peak_learning_rate", "schedules", "sgd"]
 
 
 class Optimizer(NamedTuple):
