@@ -43,3 +43,10 @@ def test_adadagrad_logistic_regression_reaches_its_documented_accuracy(data_dir,
   config.data.data_dir = data_dir
   summary = train.run(config, str(tmp_path))
   assert summary["evals"]["test"]["accuracy"] >= 0.30
+
+
+def test_conadv_recipe_reaches_its_documented_accuracy(data_dir, tmp_path):
+  config = load_config("mnist1d_conadv")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= 0.89

@@ -7,8 +7,9 @@ from big_batch.models.cnn1d import CNN1D
 from big_batch.models.linear_attention_lm import SEQUENCE_PARALLEL, LinearAttentionLM
 from big_batch.models.mlp import MLP
 from big_batch.models.normalization import NORM_KINDS
+from big_batch.models.resnet import ResNet
 
-CLASSIFIERS = {"cnn1d": CNN1D, "mlp": MLP}
+CLASSIFIERS = {"cnn1d": CNN1D, "mlp": MLP, "resnet": ResNet}
 LANGUAGE_MODELS = {"linear_attention_lm": LinearAttentionLM}
 _NOT_FIELDS = {"self", "input_shape", "num_classes", "rngs"}
 
