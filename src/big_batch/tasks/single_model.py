@@ -2,14 +2,17 @@
 
 `config.evals.<name>` with `kind` 'split' (the default) evaluates the task's eval step over
 the data set split `split` (default: the evaluator's name) in batches of `batch_size`; kind 'weight_distance' (the default
-for the name 'weight_distance') logs ||w - w_0|| (Hoffer et al. 2017, Sec. 3).
+for the name 'weight_distance') logs ||w - w_0|| (Hoffer et al. 2017, Sec. 3); kinds
+'hessian' and 'noise_scale' measure the curvature and gradient noise scale of the training loss
+on sampled batches (scaling/evaluators.py).
 """
 from big_batch import evals, models, optim
 from big_batch.checks import ConfigError
 from big_batch.parallel import mesh as mesh_lib
+from big_batch.scaling import evaluators as scaling_evals
 from big_batch.tasks import accumulation
 
-KINDS = ("split", "weight_distance")
+KINDS = ("split", "weight_distance", *scaling_evals.KINDS)
 
 
 def kind_of(name: str, section) -> str:
@@ -22,6 +25,9 @@ def evaluators(config, data, mesh, eval_step, initial_params) -> dict:
   for name, section in config.get("evals", {}).items():
     if kind_of(name, section) == "weight_distance":
       out[name] = evals.weight_distance(initial_params)
+    elif kind_of(name, section) in scaling_evals.KINDS:
+      out[name] = scaling_evals.build(kind_of(name, section), section, data, mesh, eval_step,
+                                      config.seed, name)
     else:
       split = section.get("split", name)
       if split not in data.splits:
@@ -48,5 +54,7 @@ def check(checker, mesh_sizes: dict, batch_sizes, model_registry):
       kind = section.one_of("kind", KINDS, default=kind_of(name, section.node))
       if kind == "weight_distance":
         evals.check_weight_distance(section)
+      elif kind in scaling_evals.KINDS:
+        scaling_evals.check(kind, section, mesh_lib.shards(mesh_sizes))
       else:
         evals.check_over_split(section, mesh_lib.shards(mesh_sizes), default_split=name)
