@@ -89,3 +89,12 @@ def test_a_train_subset_trains_on_those_examples_only(data_dir, tmp_path):
     with pytest.raises(ValueError, match="must hold distinct integer indices in"):
       datasets.load(config(name="mnist1d", data_dir=data_dir,
                            train_subset=str(tmp_path / "bad.npy")))
+
+
+def test_offline_generation_says_what_it_does_and_nothing_of_downloads(tmp_path, capfd):
+  datasets.load(config(name="mnist1d", num_samples=300, data_dir=str(tmp_path), in_memory=True))
+  out, err = capfd.readouterr()
+  assert "Generating mnist1d (n300) offline into" in out
+  assert "Downloading" not in out + err and "Unknown size" not in out + err
+  datasets.load(config(name="mnist1d", num_samples=300, data_dir=str(tmp_path), in_memory=True))
+  assert "Generating" not in capfd.readouterr().out  # Generated once, then reused.
