@@ -73,7 +73,7 @@ def test_selection_draws_a_pool_and_trains_on_the_rows_and_weights_it_returns():
   def select(state, candidates):
     assert len(candidates) == 20
     picked = candidates[::4]
-    return state + 1, {"index": picked, "weight": np.arange(len(picked), dtype=np.float32)}
+    return state + 1, {"index": picked, "weight": np.arange(1, len(picked) + 1, dtype=np.float32)}
 
   f = feed(types.SimpleNamespace(batch_size=None, select=select), pool_size=20)
   state = 0
@@ -81,7 +81,19 @@ def test_selection_draws_a_pool_and_trains_on_the_rows_and_weights_it_returns():
     size = f.next_size(state)
     state, batch = f.next(state, size)
     np.testing.assert_array_equal(batch["index"], stream(60)[20 * step:20 * (step + 1)][::4])
-    np.testing.assert_array_equal(batch["weight"], np.arange(5))
+    np.testing.assert_array_equal(batch["weight"], np.arange(1, 6))
   assert state == 3
   assert f.progress == Progress(step=3, position=60, examples_seen=15)
   assert pipeline.stream_indices(SEED, 60, 5, N).tolist() == stream(65)[60:].tolist()
+
+
+def test_selected_rows_of_weight_zero_are_padding_not_examples_seen():
+  def select(state, candidates):  # Each candidate, then as many padding rows.
+    index = np.concatenate([candidates, candidates])
+    return state, {"index": index, "weight": np.repeat([1.0, 0.0], len(candidates))}
+
+  f = feed(types.SimpleNamespace(batch_size=None, select=select), pool_size=8)
+  for _ in range(2):
+    _, batch = f.next(None, f.next_size(None))
+    assert len(batch["index"]) == 16
+  assert f.progress == Progress(step=2, position=16, examples_seen=16)

@@ -2,7 +2,8 @@
 
 The feed keeps two counters, both checkpointed with the run: `position`, the examples drawn
 from the seeded stream (data/pipeline.py), and `examples_seen`, the rows trained on. They are
-equal unless the task selects rows from a larger candidate pool (`Task.select`). A step's
+equal unless the task selects rows from a larger candidate pool (`Task.select`); selected
+rows of weight 0 are padding and not counted. A step's
 batch size is the fixed schedule's (train/batch_plan.py) or the task's own (`Task.batch_size`,
 rounded to the grid). Batches of a plan known in advance are read ahead (`prefetch`) when the
 data is read from disk.
@@ -76,7 +77,10 @@ class Feed:
           extra = picked
         else:
           indices = np.asarray(picked)
-      batch, rows, size = self.reader.read(indices, extra), len(indices), drawn
+      rows = len(indices)
+      if extra is not None and "weight" in extra:  # Rows of weight 0 are padding.
+        rows = int(np.count_nonzero(np.asarray(extra["weight"])))
+      batch, size = self.reader.read(indices, extra), drawn
     self.progress = Progress(progress.step + 1, progress.position + size,
                              progress.examples_seen + rows)
     return state, batch
