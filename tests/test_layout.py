@@ -50,11 +50,15 @@ def test_train_run_with_a_shipped_config_runs_from_the_parent_of_the_clone(paren
   assert "final_step 2" in result.stdout
 
 
+# Configs written for another device count than the suite's 8 (their docstrings say how to run).
+DEVICES = {"mnist1d_heterogeneous": 2}
+
+
 @pytest.mark.parametrize("name", configs.names())
 @pytest.mark.parametrize("arg", [None, "quick"])
 def test_every_shipped_config_validates(name, arg):
   """Every field of every shipped config is read by something, and every value is valid."""
-  validate(configs.get(name, arg), 8)
+  validate(configs.get(name, arg), DEVICES.get(name, 8))
 
 
 def test_shipped_config_names_and_errors():
