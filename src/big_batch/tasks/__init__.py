@@ -4,11 +4,11 @@ A task module has `build(config, data, mesh, total_steps) -> Task` (tasks/common
 `check(checker, mesh_sizes, batch_sizes)`, which validates every config field the task reads
 (its model, optimizers, evaluators) before anything is built. Register a new task here.
 """
-from big_batch.tasks import adaptive_batch, conadv, heterogeneous, lm, supervised
+from big_batch.tasks import adaptive_batch, conadv, crest, heterogeneous, lm, supervised
 from big_batch.tasks.common import Task, gradient_step, nnx_model
 
 TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "conadv": conadv,
-         "heterogeneous": heterogeneous}
+         "crest": crest, "heterogeneous": heterogeneous}
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
 
