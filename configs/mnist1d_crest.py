@@ -12,7 +12,9 @@ random subsets of rho N = 400 rows (40 per class), coresets of 13 per class (130
 P_0 = 5, tau = 0.1, T_1 and P adapted to the curvature. The budget, 1,500 steps, is 16% of
 30 full epochs. `config.crest.method` switches to the baselines: 'full', 'random', 'coreset'
 (no check, reselect every `reselect_interval` steps), 'craig' (one selection).
-`experiments/crest.py` runs them side by side (results/crest/table.md).
+`experiments/crest.py` runs them side by side (results/crest/table.md). Measured there: CREST
+91.3% +- 0.4 test accuracy (seeds 0-2) in about 4 min per run on 2 shared CPU cores; full data
+92.7% +- 0.5 in 31 s.
 
 `:quick` (the standard 4000/1000 variant, batch 32, 40 steps, rho = 0.05) runs in seconds,
 for tests.
