@@ -20,6 +20,7 @@ from big_batch.checks import ConfigError
 from big_batch.optim import masks, schedules
 from big_batch.optim.adagrad import adagrad_norm, filterwise_adagrad_norm
 from big_batch.optim.baselines import adamw, sgd
+from big_batch.optim.delayed import delayed_sgd
 from big_batch.optim.layerwise import lamb, lars, novograd
 from big_batch.scaling.learning_rate import RULES as LR_SCALING_RULES
 from big_batch.scaling.learning_rate import scale_learning_rate
@@ -33,6 +34,7 @@ OPTIMIZERS = {
     "adagrad": optax.adagrad,
     "adagrad_norm": adagrad_norm,
     "filterwise_adagrad_norm": filterwise_adagrad_norm,
+    "delayed_sgd": delayed_sgd,
 }
 
 _SCHEDULE_FIELDS = ("learning_rate", "schedule", "warmup_steps", "end_value", "power")
