@@ -5,11 +5,13 @@ A task module has `build(config, data, mesh, total_steps) -> Task` (tasks/common
 (its model, optimizers, evaluators) before anything is built. Register a new task here.
 """
 from big_batch.tasks import adaptive_batch, conadv, crest, heterogeneous, lm, supervised
+from big_batch.tasks import decentralized
 from big_batch.tasks import pipelined
 from big_batch.tasks.common import Task, gradient_step, nnx_model
 
 TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "conadv": conadv,
-         "crest": crest, "heterogeneous": heterogeneous, "pipelined": pipelined}
+         "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized}
+TASKS["pipelined"] = pipelined
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
 
