@@ -263,11 +263,27 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 def main(argv: list[str]) -> int:
   options, program_args = parse(argv)
+  # The handlers go in before the processes start: a signal handled here is reset to the
+  # default in them at exec, whereas one this launcher inherited as ignored (a background job
+  # of a non-interactive shell ignores SIGINT) would stay ignored in them, and a forwarded
+  # SIGINT would do nothing. A signal that arrives before they exist stops the start-up.
+  started = []
+  received_early = []
+
+  def forward(received, frame):
+    if started:
+      started[0].forward(received)
+    else:
+      received_early.append(received)
+
+  for signum in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(signum, forward)
   group = start([sys.executable, "-m", options.module, *program_args], options.num_processes,
                 options.devices_per_process,
                 initialization_timeout=options.initialization_timeout)
-  for signum in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(signum, lambda received, frame: group.forward(received))
+  started.append(group)
+  for received in received_early:
+    group.forward(received)
   try:
     return group.wait(options.grace_seconds, options.timeout_seconds)
   finally:
