@@ -73,13 +73,18 @@ def child(tmp_path, monkeypatch):
   return path, lambda mode: monkeypatch.setenv("LAUNCH_TEST_MODE", mode)
 
 
-def start_cli(*options):
-  """`python -m big_batch.launch ... --module launch_test_child`, in its own session."""
+def start_cli(*options, sigint_ignored=False):
+  """`python -m big_batch.launch ... --module launch_test_child`, in its own session.
+
+  sigint_ignored: start it with SIGINT ignored, as a background job of a non-interactive
+  shell is (`cmd &` in a script); otherwise with SIGINT at its default.
+  """
+  disposition = signal.SIG_IGN if sigint_ignored else signal.SIG_DFL
   return subprocess.Popen(
       [sys.executable, "-m", "big_batch.launch", "--num_processes", "2",
        "--module", "launch_test_child", "--timeout_seconds", "60", *options],
       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-      start_new_session=True)
+      start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, disposition))
 
 
 def stop_all(process, pids):
@@ -172,10 +177,11 @@ def test_sigterm_to_the_launcher_reaches_every_process(child, tmp_path):
     stop_all(process, pids)
 
 
-def test_sigint_to_the_launcher_stops_every_process(child, tmp_path):
+@pytest.mark.parametrize("sigint_ignored", [False, True], ids=["default", "inherited_ignored"])
+def test_sigint_to_the_launcher_stops_every_process(child, tmp_path, sigint_ignored):
   _, set_mode = child
   set_mode("sleep")
-  process, pids = start_cli(), []
+  process, pids = start_cli(sigint_ignored=sigint_ignored), []
   try:
     pids = ready_pids(tmp_path)
     process.send_signal(signal.SIGINT)
