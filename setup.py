@@ -36,6 +36,8 @@ setuptools.setup(
         # gs:// workdirs (Cloud TPU): etils.epath reaches GCS through gcsfs.
         "gcs": ["gcsfs"],
         "test": ["pytest>=8", "pytest-timeout>=2.3",
+                 # -n 2: the suite runs on both cores (CI has 2).
+                 "pytest-xdist>=3.5",
                  # gs:// workdirs, tested against a local GCS emulator.
                  "gcsfs", "gcp-storage-emulator"],
     },
