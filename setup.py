@@ -35,10 +35,12 @@ setuptools.setup(
     extras_require={
         # gs:// workdirs (Cloud TPU): etils.epath reaches GCS through gcsfs.
         "gcs": ["gcsfs"],
+        # .h5ad files (big_batch.singlecell); pbmc68k also needs scanpy's bundled file.
+        "singlecell": ["anndata>=0.10"],
         "test": ["pytest>=8", "pytest-timeout>=2.3",
                  # -n 2: the suite runs on both cores (CI has 2).
                  "pytest-xdist>=3.5",
                  # gs:// workdirs, tested against a local GCS emulator.
-                 "gcsfs", "gcp-storage-emulator"],
+                 "gcsfs", "gcp-storage-emulator", "anndata>=0.10"],
     },
 )

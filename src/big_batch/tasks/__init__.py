@@ -4,14 +4,15 @@ A task module has `build(config, data, mesh, total_steps) -> Task` (tasks/common
 `check(checker, mesh_sizes, batch_sizes)`, which validates every config field the task reads
 (its model, optimizers, evaluators) before anything is built. Register a new task here.
 """
-from big_batch.tasks import adaptive_batch, conadv, crest, heterogeneous, lm, supervised
-from big_batch.tasks import decentralized
-from big_batch.tasks import pipelined
+from big_batch.tasks import adaptive_batch, conadv, crest, decentralized, heterogeneous, lm
+from big_batch.tasks import pipelined, supervised
 from big_batch.tasks.common import Task, gradient_step, nnx_model
+from big_batch.singlecell import task as ba_scvi
 
+# Paper families in their own subpackages (recsys/, singlecell/, ...) register here too.
 TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "conadv": conadv,
-         "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized}
-TASKS["pipelined"] = pipelined
+         "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized,
+         "pipelined": pipelined, "ba_scvi": ba_scvi}
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
 
