@@ -7,12 +7,13 @@ A task module has `build(config, data, mesh, total_steps) -> Task` (tasks/common
 from big_batch.tasks import adaptive_batch, conadv, crest, decentralized, heterogeneous, lm
 from big_batch.tasks import pipelined, supervised
 from big_batch.tasks.common import Task, gradient_step, nnx_model
+from big_batch.recsys import task as mclrec
 from big_batch.singlecell import task as ba_scvi
 
 # Paper families in their own subpackages (recsys/, singlecell/, ...) register here too.
 TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "conadv": conadv,
          "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized,
-         "pipelined": pipelined, "ba_scvi": ba_scvi}
+         "pipelined": pipelined, "mclrec": mclrec, "ba_scvi": ba_scvi}
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
 
