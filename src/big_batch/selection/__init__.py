@@ -1,7 +1,14 @@
-"""Which examples to train on: weighted coresets (facility_location) and the CREST loop (crest).
+"""Which examples to train on, or to label.
 
-The task that trains on them is `tasks/crest.py`, registered as 'crest'.
+Coresets: weighted facility location (facility_location) and the CREST loop (crest); the task
+that trains on them is `tasks/crest.py`, registered as 'crest'. Batch active learning for
+regression: kernels (kernels), kernel transformations (kernel_transforms), selection methods
+(batch_selection, ev_gp) and the bmdal-shaped entry point `select_batch` (bmdal); regression
+data and the vmapped fit that trains each round's networks (regression_data, regression_fit).
 """
-from big_batch.selection import crest, facility_location
+from big_batch.selection import batch_selection, crest, ev_gp, facility_location
+from big_batch.selection import kernel_transforms, kernels, regression_data, regression_fit
+from big_batch.selection.bmdal import select_batch
 
-__all__ = ["crest", "facility_location"]
+__all__ = ["batch_selection", "crest", "ev_gp", "facility_location", "kernel_transforms",
+           "kernels", "regression_data", "regression_fit", "select_batch"]
