@@ -1,7 +1,8 @@
 """Data sets by name, read through tfds data sources (array_record), as arrays or records.
 
 `load(config.data)` prepares the offline builders (mnist1d, digits, pydoc_text, and the
-families' seqrec (recsys/) and singlecell (singlecell/)) on first use
+families' seqrec (recsys/), regression (selection/) and singlecell (singlecell/)) on first
+use
 in `config.data.data_dir` and opens standard tfds data sets (cifar10, mnist, ...) that are
 already prepared there; nothing is downloaded. Every split the data set has is available
 (`Dataset.split(name)`), read from disk only when first used; `config.train_subset` (a .npy
@@ -24,6 +25,7 @@ from etils import epath
 from big_batch.checks import ConfigError
 from big_batch.data.builders import digits, mnist1d, pydoc_text
 from big_batch.recsys import builder as seqrec
+from big_batch.selection import regression_builder
 from big_batch.singlecell import builder as singlecell
 
 # Builders that generate their data offline: name -> (builder class, default variant).
@@ -32,6 +34,7 @@ OFFLINE_BUILDERS = {
     "digits": (digits.Digits, None),
     "pydoc_text": (pydoc_text.PydocText, "seq256"),
     "seqrec": (seqrec.SeqRec, "synthetic"),
+    "regression": (regression_builder.Regression, "diabetes"),
     "singlecell": (singlecell.SingleCell, "sim_medium"),
 }
 # Fields only one offline builder reads.

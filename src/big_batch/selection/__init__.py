@@ -4,7 +4,9 @@ Coresets: weighted facility location (facility_location) and the CREST loop (cre
 that trains on them is `tasks/crest.py`, registered as 'crest'. Batch active learning for
 regression: kernels (kernels), kernel transformations (kernel_transforms), selection methods
 (batch_selection, ev_gp) and the bmdal-shaped entry point `select_batch` (bmdal); regression
-data and the vmapped fit that trains each round's networks (regression_data, regression_fit).
+data (regression_data; as a tfds builder, regression_builder), the training round as a task
+of the trainer (regression_task, registered as 'regression') or as a fit vmapped over
+initialisations (regression_fit).
 """
 from big_batch.selection import batch_selection, crest, ev_gp, facility_location
 from big_batch.selection import kernel_transforms, kernels, regression_data, regression_fit

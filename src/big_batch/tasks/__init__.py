@@ -8,12 +8,14 @@ from big_batch.tasks import adaptive_batch, conadv, crest, decentralized, hetero
 from big_batch.tasks import pipelined, supervised
 from big_batch.tasks.common import Task, gradient_step, nnx_model
 from big_batch.recsys import task as mclrec
+from big_batch.selection import regression_task
 from big_batch.singlecell import task as ba_scvi
 
 # Paper families in their own subpackages (recsys/, singlecell/, ...) register here too.
 TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "conadv": conadv,
          "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized,
-         "pipelined": pipelined, "mclrec": mclrec, "ba_scvi": ba_scvi}
+         "pipelined": pipelined, "mclrec": mclrec, "ba_scvi": ba_scvi,
+         "regression": regression_task}
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
 
