@@ -118,3 +118,30 @@ def test_pbmc68k_pseudo_counts_renormalise_to_the_files_log_values():
   for t in range(10):
     per_study = np.bincount(studies[data["cell_type"] == t], minlength=3)
     assert per_study.max() - per_study.min() <= 1
+
+
+def test_the_pbmc68k_path_on_a_file_of_its_layout_written_here(tmp_path):
+  """pbmc68k_reduced's layout (raw.X = log1p(10^4 x / n_counts), obs n_counts and
+  bulk_labels) written by the test, so CI covers the path without scanpy's bundled file."""
+  anndata = pytest.importorskip("anndata")
+  import pandas as pd
+  rng = np.random.default_rng(1)
+  counts = rng.poisson(3.0, (60, 9)).astype(np.float32)
+  counts[:, 0] += 1  # No empty cell.
+  n_counts = counts.sum(1)
+  labels = rng.choice(["CD4+ T", "CD14+ Mono", "B"], 60)
+  obs = pd.DataFrame({"n_counts": n_counts, "bulk_labels": pd.Categorical(labels)},
+                     index=[f"c{i}" for i in range(60)])
+  log_values = np.log1p(1e4 * counts / n_counts[:, None]).astype(np.float32)
+  adata = anndata.AnnData(X=log_values, obs=obs)
+  adata.raw = adata.copy()
+  adata.write_h5ad(tmp_path / "pbmc_layout.h5ad")
+  data = anndata_io.pbmc68k_counts(str(tmp_path / "pbmc_layout.h5ad"))
+  np.testing.assert_array_equal(data["counts"], counts)
+  names = np.array(sorted(set(labels)))
+  np.testing.assert_array_equal(names[data["cell_type"]], labels)
+  mixed = anndata_io.pbmc68k(0, num_studies=3, strength=2.0,
+                             path=str(tmp_path / "pbmc_layout.h5ad"))
+  assert mixed["counts"].shape == counts.shape and set(np.unique(mixed["study"])) == {0, 1, 2}
+  assert np.array_equal(mixed["cell_type"], data["cell_type"])
+  assert not np.array_equal(mixed["counts"], counts)  # Batch effects were injected.
