@@ -65,3 +65,15 @@ def test_shipped_config_names_and_errors():
   assert {"mnist1d_cnn", "mnist1d_ghost_bn", "lm_lasp"} <= set(configs.names())
   with pytest.raises(ValueError, match=r"config 'mnist2d' is not one of \["):
     configs.get("mnist2d")
+
+
+def test_importing_the_package_starts_no_jax_backend():
+  """jax.distributed.initialize must run before any JAX call: importing the trainer, every
+  task and data set must not compute anything (e.g. a module-level jnp constant)."""
+  code = ("from jax._src import xla_bridge\n"
+          "import big_batch.main, big_batch.tasks, big_batch.data.datasets, big_batch.selection\n"
+          "import big_batch.launch, big_batch.parallel.distributed\n"
+          "assert not xla_bridge.backends_are_initialized(), 'an import started the backend'\n")
+  result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]

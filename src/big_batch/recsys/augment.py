@@ -17,10 +17,13 @@ key, vmapped over the batch, so views are reproducible from the task's state.
 """
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 CROP, MASK, REORDER = 0, 1, 2
 # The ordered pairs of distinct operations random.sample(range(3), k=2) draws from.
-_PAIRS = jnp.array([(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)], jnp.int32)
+# numpy, not jnp: a module-level jnp array would start the XLA backend at import, before
+# jax.distributed.initialize can run.
+_PAIRS = np.array([(0, 1), (0, 2), (1, 0), (1, 2), (2, 0), (2, 1)], np.int32)
 
 
 def _floor_times(length, ratio):
@@ -70,7 +73,7 @@ def two_views(key, items, lengths, crop_ratio=0.5, mask_ratio=0.5, reorder_ratio
 
   def one(key, seq, length):
     pair_key, key1, key2 = jax.random.split(key, 3)
-    ops = _PAIRS[jax.random.randint(pair_key, (), 0, len(_PAIRS))]
+    ops = jnp.asarray(_PAIRS)[jax.random.randint(pair_key, (), 0, len(_PAIRS))]
     view1, len1 = _apply(ops[0], key1, seq, length, ratios)
     view2, len2 = _apply(ops[1], key2, seq, length, ratios)
     short = length <= 1

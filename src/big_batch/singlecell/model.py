@@ -11,13 +11,15 @@ Adversary: Linear(H, H), LayerNorm, LeakyReLU, Linear(H, studies), LayerNorm. We
 Xavier-uniform, biases 0, as in the authors' code. Dropout takes an explicit key; without
 one (evaluation) it is off.
 """
+import math
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 VAR_EPS = 1e-4
 TAPS = ("encoder", "decoder")
-_MAX_RATE = float(jnp.exp(12.0))
+_MAX_RATE = math.exp(12.0)  # A Python float: no JAX call at import (jax.distributed).
 
 
 def _linear(din, dout, rngs):
