@@ -301,6 +301,16 @@ def part_c(runs, seeds, workdir):
   with open(os.path.join(RESULTS, "table_c.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   print("\n".join(lines))
+  fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+  for ax, d in zip(axes, ("diabetes", "friedman1", "friedman3")):
+    for m in METHODS_C:
+      curves = np.array([runs[f"c/{d}/{m}/{s}"]["rmse"] for s in seeds])
+      labels = 32 + 32 * np.arange(curves.shape[1])
+      ax.plot(labels, np.log(curves).mean(0), marker="o", label=m)
+    ax.set(title=f"{d} (through the trainer)", xlabel="labelled rows", ylabel="log test RMSE")
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(os.path.join(RESULTS, "plot_c.png"), dpi=120)
 
 
 def main():
