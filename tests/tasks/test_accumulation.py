@@ -25,7 +25,8 @@ from big_batch import models, optim, tasks, train
 from big_batch.data.datasets import Dataset
 from big_batch.parallel import mesh as mesh_lib
 from big_batch.tasks import supervised
-from big_batch.tasks.accumulation import accumulate_gradients, batch_shards, micro_batch
+from big_batch.tasks.accumulation import (accumulate_gradients, batch_shards, join_micro_batches,
+                                         micro_batch)
 from big_batch.train.metrics import read_jsonl
 from big_batch.train.validate import validate
 from conftest import load_config
@@ -276,3 +277,13 @@ def test_ghost_bn_recipe_trains_with_accumulation_and_logs_the_weight_distance(d
   np.testing.assert_allclose(np.sqrt(sum(v**2 for v in per_leaf.values())), distances[-1],
                              rtol=1e-5)
   assert summary["evals"]["weight_distance"]["distance"] == pytest.approx(distances[-1])
+
+
+@pytest.mark.parametrize("steps, shards", [(1, 1), (4, 1), (2, 4), (3, 2)])
+def test_joining_the_micro_batches_gives_the_batch_back_in_row_order(steps, shards):
+  rows = 2 * steps * shards
+  batch = {"input": np.arange(rows * 3).reshape(rows, 3), "label": np.arange(rows)}
+  stacked = jax.tree.map(lambda *parts: np.stack(parts),
+                         *[micro_batch(batch, j, steps, shards) for j in range(steps)])
+  joined = join_micro_batches(stacked, steps, shards)
+  jax.tree.map(np.testing.assert_array_equal, joined, batch)

@@ -69,6 +69,17 @@ def micro_batch(batch, index, steps: int, shards: int):
   return jax.tree.map(take, batch)
 
 
+def join_micro_batches(stacked, steps: int, shards: int):
+  """The inverse of `micro_batch`: leaves stacked over the `steps` micro-batches (leading
+  axis k, then the micro-batch's rows) back in the rows' original order."""
+
+  def join(x):
+    per_block = x.reshape(steps, shards, x.shape[1] // shards, *x.shape[2:])
+    return jnp.swapaxes(per_block, 0, 1).reshape(-1, *x.shape[2:])
+
+  return jax.tree.map(join, stacked)
+
+
 def accumulate_gradients(loss_and_aux_fn, params, model_state, batch, steps: int,
                          shards: int | None = None):
   """The mean loss, aux and gradient of `batch`, computed in `steps` micro-batches.

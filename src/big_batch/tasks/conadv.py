@@ -52,9 +52,14 @@ same schedule) up to float rounding.
                  attack member stays out of the update. benchmarks/conadv_step.py measures
                  both: on XLA:CPU the batched form is the slower (its per-member weight
                  gradients are batched convolutions).
-With tau = 1 the batch size must be constant and there is no gradient accumulation: the
-stored batch has one shape, and the point of the method, overlapping two passes that each
-under-fill the device, is gone once a micro-batch fills it.
+With tau = 1 the batch size must be constant (the stored batch has one shape). Gradient
+accumulation (`config.batch.accumulation_steps`, `max_micro_batch`) runs both computations
+micro-batch by micro-batch in one scan: micro-batch j of the stored batch (with its
+perturbation) gives its weight gradient and micro-batch j of the incoming batch its
+perturbation, both at w_j (tasks/accumulation.py's split, so each device keeps its rows);
+the gradients are averaged and the perturbations joined back in row order. With k = 1 it
+is the step above; with k > 1 and rows that do not interact (no BN, or Ghost BN within a
+micro-batch) the same update up to rounding.
 
 Evaluation is the supervised task's (`config.evals`): clean inputs, running BN statistics.
 """
@@ -69,7 +74,11 @@ from big_batch import models, optim
 from big_batch.checks import ConfigError
 from big_batch.parallel import sharding as sharding_lib
 from big_batch.tasks import adversarial, single_model, supervised
+from big_batch.tasks.accumulation import batch_shards, join_micro_batches, micro_batch, steps_for
 from big_batch.tasks.common import Task, apply_gradients, gradient_step, nnx_model
+
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("adversary",)
 
 ATTACKS = ("fgsm", "pgd")
 BN_STATS = ("adversarial", "clean", "both")
@@ -216,13 +225,46 @@ def build(config, data, mesh, total_steps: int) -> Task:
 
   passes = batched_passes if adversary.concurrency == "batched" else independent_passes
 
-  def conadv_step(state, batch):
-    params, model_state, stored = state["params"], state["model_state"], state["stored"]
-    delta_used = adversary.warm(stored["perturbation"], state["step"])
-    (loss, grads, new_model_state, metrics), (first_grad, attack_loss, attack_accuracy) = passes(
+  def both_computations(params, model_state, stored, delta_used, batch):
+    """The weight gradient of (stored, delta_used) and the perturbation of `batch`, at the
+    same weights: (loss, grads, model state, metrics), (delta, attack loss, accuracy)."""
+    training, (first_grad, attack_loss, attack_accuracy) = passes(
         params, model_state, stored, delta_used, batch)
     delta = adversary.attack(input_grad(params, model_state, batch["label"]), batch["input"],
                              first_grad=first_grad)
+    return training, (delta, attack_loss, attack_accuracy)
+
+  def accumulated(params, model_state, stored, delta_used, batch):
+    """`both_computations` in k micro-batches (module docstring), k from `config.batch`."""
+    shards = batch_shards()
+    steps = steps_for(batch["label"].shape[0], shards,
+                      config.batch.get("accumulation_steps", 1),
+                      config.batch.get("max_micro_batch"))
+    if steps == 1:
+      return both_computations(params, model_state, stored, delta_used, batch)
+
+    def body(carry, index):
+      grad_sum, model_state = carry
+      part = lambda tree: micro_batch(tree, index, steps, shards)  # noqa: E731
+      (loss, grads, model_state, metrics), attack = both_computations(
+          params, model_state, part(stored), part(delta_used), part(batch))
+      grad_sum = jax.tree.map(lambda total, g: total + g.astype(total.dtype), grad_sum, grads)
+      return (grad_sum, model_state), (loss, metrics, attack)
+
+    zeros = jax.tree.map(
+        lambda p: jnp.zeros(p.shape, jnp.promote_types(p.dtype, jnp.float32)), params)
+    (grad_sum, model_state), (losses, metrics, (deltas, attack_losses, attack_accuracies)) = (
+        jax.lax.scan(body, (zeros, model_state), jnp.arange(steps)))
+    grads = jax.tree.map(lambda g, p: (g / steps).astype(p.dtype), grad_sum, params)
+    training = (losses.mean(), grads, model_state, jax.tree.map(lambda m: m.mean(0), metrics))
+    return training, (join_micro_batches(deltas, steps, shards), attack_losses.mean(),
+                      attack_accuracies.mean())
+
+  def conadv_step(state, batch):
+    params, model_state, stored = state["params"], state["model_state"], state["stored"]
+    delta_used = adversary.warm(stored["perturbation"], state["step"])
+    (loss, grads, new_model_state, metrics), (delta, attack_loss, attack_accuracy) = accumulated(
+        params, model_state, stored, delta_used, batch)
     new_params, opt_state, norms = apply_gradients(optimizer, params, state["opt_state"],
                                                    grads, state["step"])
     updated = {"step": state["step"] + 1, "params": new_params,
@@ -294,14 +336,8 @@ def check(checker, mesh_sizes: dict, batch_sizes) -> None:
 
 
 def _check_stored_batch(batch, batch_sizes) -> None:
-  """Staleness 1 keeps one batch in the state: one batch size, no micro-batches."""
+  """Staleness 1 keeps one batch in the state: one batch size."""
   if len(set(batch_sizes)) > 1:
     raise ConfigError(f"{batch.name('schedule')} changes the batch size "
                       f"({sorted(set(batch_sizes))}), but config.adversary.staleness=1 stores "
                       "each batch for the next step and needs one size")
-  if batch.read("accumulation_steps", default=1) != 1:
-    batch.fail("accumulation_steps", "must be 1 with config.adversary.staleness=1 (the update "
-                                     "and the next perturbation are one pass over the batch)")
-  if batch.read("max_micro_batch", default=None) is not None:
-    batch.fail("max_micro_batch", "must be unset with config.adversary.staleness=1 (the update "
-                                  "and the next perturbation are one pass over the batch)")
