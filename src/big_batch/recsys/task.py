@@ -44,6 +44,9 @@ from big_batch.recsys.sasrec import SASRec, Augmenter
 from big_batch.tasks import single_model
 from big_batch.tasks.common import Task, apply_gradients
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("mclrec",)
+
 METHODS = ("sasrec", "cl4srec", "mclrec", "mclrec_j")
 MODELS = {"sasrec": SASRec}
 

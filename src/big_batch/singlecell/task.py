@@ -35,6 +35,9 @@ from big_batch.singlecell import kni, likelihoods
 from big_batch.singlecell.model import TAPS, Adversaries, ScVI
 from big_batch.tasks.common import Task
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("adversary",)
+
 LIKELIHOODS = ("nb", "zinb")
 KINDS = ("integration",)
 FEATURES = ("counts", "study", "cell_type")

@@ -17,7 +17,18 @@ TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "
          "pipelined": pipelined, "mclrec": mclrec, "ba_scvi": ba_scvi,
          "regression": regression_task}
 
-__all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model"]
+__all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model", "section_owners"]
+
+
+def section_owners() -> dict[str, tuple[str, ...]]:
+  """{config section: the tasks that read it}, from each task module's `SECTIONS`: a run has
+  one task, so a section of another task's (ConAdv's `adversary` under
+  task='adaptive_batch') is a pair of switches that does not combine."""
+  owners = {}
+  for name, module in TASKS.items():
+    for section in getattr(module, "SECTIONS", ()):
+      owners.setdefault(section, []).append(name)
+  return {section: tuple(names) for section, names in owners.items()}
 
 
 def _module(name):

@@ -44,6 +44,9 @@ from big_batch.tasks.accumulation import accumulate_gradients, batch_shards, mic
 from big_batch.tasks.common import Task, apply_gradients, nnx_model
 from big_batch.tasks.supervised import cross_entropy_and_accuracy
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("adaptive_batch",)
+
 _STATISTICS = ("variance", "grad_sq_norm", "inner_product_variance", "proposed")
 
 

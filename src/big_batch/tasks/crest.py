@@ -48,6 +48,9 @@ from big_batch.tasks.accumulation import accumulate_gradients, steps_for
 from big_batch.tasks.common import Task, apply_gradients, nnx_model
 from big_batch.tasks.supervised import cross_entropy_and_accuracy
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("crest",)
+
 METHODS = ("crest", "coreset", "random", "craig", "full")
 _CHUNK = 1024  # Rows per forward pass when the subsets are evaluated (one compile).
 _SCALARS = ("coreset_size", "cursor", "num_subsets", "reset_step", "check_interval",

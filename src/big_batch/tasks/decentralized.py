@@ -42,6 +42,9 @@ from big_batch.parallel import sharding as sharding_lib
 from big_batch.tasks import single_model, supervised
 from big_batch.tasks.common import Task
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("decentralized",)
+
 AXIS = "worker"
 DEFAULTS = dict(algorithm="dproxsgt", mixing="ring", partition="label", prox="l1", mu=1e-4,
                 gamma_x=0.5, gamma_y=0.5)

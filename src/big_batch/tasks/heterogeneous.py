@@ -27,6 +27,9 @@ from big_batch.parallel import mesh as mesh_lib
 from big_batch.tasks import single_model, supervised
 from big_batch.tasks.common import Task, apply_gradients, nnx_model
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("heterogeneous",)
+
 
 def build(config, data, mesh, total_steps: int) -> Task:
   """Supervised training of `config.model` with the per-device split of `config.heterogeneous`."""

@@ -44,6 +44,9 @@ from big_batch.tasks import single_model
 from big_batch.tasks.common import Task, apply_gradients
 from big_batch.tasks.supervised import cross_entropy_and_accuracy
 
+# The config section this task owns (validate names it when another task is chosen).
+SECTIONS = ("pipelined",)
+
 WEIGHT_MODELS = ("pipelined", "stale")
 
 

@@ -117,30 +117,35 @@ def setup(config, mesh, task) -> Setup:
                          donate_argnums=0))
 
 
-def run(config, workdir: str, *, allow_config_change: bool = False) -> dict:
+def run(config, workdir: str, *, allow_config_change: bool = False, devices=None) -> dict:
   """Trains `config` in `workdir` (local or gs://), resuming from its latest checkpoint.
 
   The notebook entry point: `big_batch.train.run(big_batch.configs.get('mnist1d_cnn',
   'quick'), '/tmp/run')`. Returns the summary (also written to `summary.json`).
   `allow_config_change` lets a resumed run continue with a config that differs from the
-  workdir's in fields that do not change the state (train/workdir.py).
+  workdir's in fields that do not change the state (train/workdir.py). `devices` (default:
+  every device of every process) are the devices `config.mesh` is laid over, e.g.
+  `jax.devices()[:1]` to compare a run with its single-device twin in one process.
   """
+  devices = jax.devices() if devices is None else list(devices)
+  if not devices:
+    raise ValueError("train.run(devices=[]): give at least one device, or None for all")
   # From here on SIGTERM stops the run at the next step boundary, with a checkpoint.
   preemption = _PreemptionFlag()
   try:
-    return _run(config, workdir, allow_config_change, preemption)
+    return _run(config, workdir, allow_config_change, preemption, devices)
   finally:
     preemption.restore()
 
 
-def _run(config, workdir, allow_config_change, preemption) -> dict:
+def _run(config, workdir, allow_config_change, preemption, devices) -> dict:
   start_time = time.perf_counter()
   # --- Validate the config and the workdir before anything is built ----------------------
-  validate(config, jax.device_count())
+  validate(config, len(devices))
   workdir = workdir_lib.prepare(workdir)
 
   # --- Mesh, data, batch plan, task -------------------------------------------------------
-  mesh = mesh_lib.create(config.mesh)
+  mesh = mesh_lib.create(config.mesh, devices)
   # Offline builders prepare the data set on first use: once, if the processes share a disk.
   data = distributed.process_0_first(lambda: datasets.load(config.data), "load_data")
   total_steps = BatchPlan(config, data.train.num_examples, 1).total_steps()

@@ -33,5 +33,25 @@ def validate(config, num_devices: int) -> dict:
     init_from.check(top)
   sizes = (batch.node.size, *(size for _, size in batch.node.get("schedule") or ()))
   tasks.check(checker, mesh_sizes, sorted(set(sizes)))
+  _reject_other_tasks_sections(checker)
   checker.reject_unread()
   return mesh_sizes
+
+
+def _reject_other_tasks_sections(checker) -> None:
+  """A section that only other tasks read (their method's switch) cannot combine with this
+  run's task: say which, before the generic "read by nothing" error."""
+  task = checker.config.task
+  unread = set(checker.unread())
+  for section, owners in tasks.section_owners().items():
+    if task in owners or section not in checker.config:
+      continue
+    node = checker.config[section]
+    leaves = [f"{section}.{key}" for key in node.keys()] if hasattr(node, "keys") else [section]
+    if leaves and all(any(u == leaf or u.startswith(leaf + ".") for u in unread)
+                      for leaf in leaves):
+      names = " or ".join(repr(owner) for owner in owners)
+      raise checks.ConfigError(
+          f"config.{section} is the switch of task {names} and does not combine with "
+          f"config.task={task!r}: a run has one task (README: switches that do not combine)")
+
