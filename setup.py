@@ -37,10 +37,17 @@ setuptools.setup(
         "gcs": ["gcsfs"],
         # .h5ad files (big_batch.singlecell); pbmc68k also needs scanpy's bundled file.
         "singlecell": ["anndata>=0.10"],
+        # big_batch.rl: gymnasium's MuJoCo tasks (imageio for their rendering) and MiniGrid.
+        "rl": ["gymnasium>=1.0,<2", "mujoco>=3.1", "imageio>=2.30", "minigrid>=3.0"],
+        # notebooks/: run in a Jupyter kernel (nbclient executes them in the tests).
+        "notebooks": ["ipykernel>=6", "nbclient>=0.10", "nbformat>=5.9"],
         "test": ["pytest>=8", "pytest-timeout>=2.3",
                  # -n 2: the suite runs on both cores (CI has 2).
                  "pytest-xdist>=3.5",
                  # gs:// workdirs, tested against a local GCS emulator.
-                 "gcsfs", "gcp-storage-emulator", "anndata>=0.10"],
+                 "gcsfs", "gcp-storage-emulator", "anndata>=0.10",
+                 # the rl extra and the notebooks extra, both exercised by the suite.
+                 "gymnasium>=1.0,<2", "mujoco>=3.1", "imageio>=2.30", "minigrid>=3.0",
+                 "ipykernel>=6", "nbclient>=0.10", "nbformat>=5.9"],
     },
 )
