@@ -65,3 +65,19 @@ def test_heterogeneous_recipe_on_two_processes_reaches_its_documented_accuracy(d
   assert launch.run(command, 2, 1, timeout_seconds=1800, cwd=REPO) == 0
   with open(tmp_path / "summary.json") as f:
     assert json.load(f)["evals"]["test"]["accuracy"] >= 0.86
+
+
+def test_everything_showcase_reaches_its_documented_accuracy(data_dir, tmp_path):
+  """LAMB + Ghost BN + ConAdv + accumulation + FSDP (configs/mnist1d_everything.py)."""
+  config = load_config("mnist1d_everything")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["test"]["accuracy"] >= 0.95
+
+
+def test_lm_lasp_lamb_power_lines_showcase_reaches_its_documented_bits_per_byte(data_dir,
+                                                                              tmp_path):
+  config = load_config("lm_lasp_lamb_power_lines")
+  config.data.data_dir = data_dir
+  summary = train.run(config, str(tmp_path))
+  assert summary["evals"]["validation"]["bits_per_byte"] < 2.6
