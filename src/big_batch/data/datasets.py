@@ -25,6 +25,7 @@ from etils import epath
 from big_batch.checks import ConfigError
 from big_batch.data.builders import digits, mnist1d, pydoc_text
 from big_batch.recsys import builder as seqrec
+from big_batch.rl import states_builder as rl_states
 from big_batch.selection import regression_builder
 from big_batch.singlecell import builder as singlecell
 
@@ -36,6 +37,7 @@ OFFLINE_BUILDERS = {
     "seqrec": (seqrec.SeqRec, "synthetic"),
     "regression": (regression_builder.Regression, "diabetes"),
     "singlecell": (singlecell.SingleCell, "sim_medium"),
+    "rl_states": (rl_states.RlStates, "four_rooms"),
 }
 # Fields only one offline builder reads.
 _BUILDER_FIELDS = {"mnist1d": ("num_samples",), "pydoc_text": ("seq_len",)}
