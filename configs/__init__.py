@@ -13,8 +13,14 @@ import ml_collections
 
 
 def names() -> list[str]:
-  """The names of the shipped configs."""
-  return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+  """The names of the shipped configs ('mnist1d_cnn', and 'offline_rl.sac_n' for
+  configs/offline_rl/sac_n.py); modules whose name starts with '_' are not configs."""
+  found = []
+  for module in pkgutil.walk_packages(__path__, prefix=f"{__name__}."):
+    name = module.name[len(__name__) + 1:]
+    if not module.ispkg and not name.rsplit(".", 1)[-1].startswith("_"):
+      found.append(name)
+  return sorted(found)
 
 
 def get(name: str, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -16,6 +16,7 @@ import sys  # noqa: E402
 import shutil  # noqa: E402
 
 import pytest  # noqa: E402
+from jax.experimental.compilation_cache import compilation_cache  # noqa: E402
 
 REPO = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
 
@@ -70,3 +71,35 @@ def run_main(args, *, devices=8, timeout=300, env=None, **popen):
     return subprocess.Popen(command, env=env, cwd=REPO, **popen)
   return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
                         timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def compilation_cache_dir(tmp_path_factory):
+  """A persistent compilation cache for this module's runs, unset again afterwards."""
+  previous = {name: getattr(jax.config, name) for name in (
+      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+      "jax_persistent_cache_min_entry_size_bytes")}
+  compilation_cache.reset_cache()
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def run_preempted_at(config, workdir, step: int, monkeypatch):
+  """train.run(config, workdir) as if SIGTERM arrived at `step`: it checkpoints and stops
+  there; the summary it returns says so. Running it again resumes."""
+  from big_batch import train
+  from big_batch.train import loop
+  real = loop._PreemptionFlag.check
+
+  def check(self, current):
+    self.raised = self.raised or current == step
+    return real(self, current)
+
+  with monkeypatch.context() as patch:
+    patch.setattr(loop._PreemptionFlag, "check", check)
+    return train.run(config, str(workdir))

@@ -8,9 +8,9 @@ twin (`train.run(..., devices=jax.devices()[:1])`). The covering set holds every
 values of any two switches that combine at least once. Pairs that cannot combine are refused
 by validation, naming the fields, before anything compiles (`INCOMPATIBLE`, also in README).
 
-Every run compiles the same few programs, so the module keeps a persistent compilation cache
-(a temporary directory): the preempted and the resumed run reuse the uninterrupted run's
-executables (about 1 s a run instead of 4).
+Every run compiles the same few programs, so the module uses a persistent compilation cache
+(conftest.py's `compilation_cache_dir`): the preempted and the resumed run reuse the
+uninterrupted run's executables (about 1 s a run instead of 4).
 """
 import json
 import os
@@ -19,11 +19,10 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 from big_batch import checks, configs, train
-from big_batch.train import loop
 from big_batch.train.validate import validate
+from conftest import run_preempted_at
 
 STEPS, PREEMPT_AT = 8, 4
 
@@ -127,22 +126,6 @@ def test_the_combinations_cover_every_compatible_pair():
           assert covered or pair in conflicts, f"no combination has {pair}"
 
 
-@pytest.fixture(scope="module")
-def compilation_cache_dir(tmp_path_factory):
-  """A persistent compilation cache for this module's runs, unset again afterwards."""
-  previous = {name: getattr(jax.config, name) for name in (
-      "jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-      "jax_persistent_cache_min_entry_size_bytes")}
-  compilation_cache.reset_cache()
-  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
-  yield
-  for name, value in previous.items():
-    jax.config.update(name, value)
-  compilation_cache.reset_cache()
-
-
 def _losses(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     records = [json.loads(line) for line in f]
@@ -166,15 +149,7 @@ def test_switches_combine_resume_exactly_and_8_devices_equal_1(
   assert final == STEPS or combination.get("adaptive")
 
   # Preempted after step PREEMPT_AT, then resumed: the same run, bitwise.
-  real = loop._PreemptionFlag.check
-
-  def check(self, current):
-    self.raised = self.raised or current == PREEMPT_AT
-    return real(self, current)
-
-  with monkeypatch.context() as patch:
-    patch.setattr(loop._PreemptionFlag, "check", check)
-    stopped = train.run(config, str(tmp_path / "resumed"))
+  stopped = run_preempted_at(config, tmp_path / "resumed", PREEMPT_AT, monkeypatch)
   assert stopped["preempted"] and stopped["final_step"] == PREEMPT_AT
   resumed = train.run(config, str(tmp_path / "resumed"))
   assert resumed["final_step"] == final

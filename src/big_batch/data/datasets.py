@@ -10,6 +10,9 @@ of indices) restricts training to those examples. Examples are stacked per
 feature. In classification data (a `label_key` feature) every example becomes
 {'input': float32 array, 'label': int32}, uint8 images scaled to [0, 1]; other data sets
 (pydoc_text: {'inputs', 'targets'} int32 byte sequences) keep their features as stored.
+RLDS episode data sets (`big_batch.rl.offline_builder`, tfds' prepared `d4rl_mujoco_*`) with
+`config.transitions = True` become splits of transitions {observation, action, reward,
+next_observation, terminal} (data/rlds.py).
 """
 import contextlib
 import dataclasses
@@ -23,8 +26,10 @@ from absl import logging
 from etils import epath
 
 from big_batch.checks import ConfigError
+from big_batch.data import rlds
 from big_batch.data.builders import digits, mnist1d, pydoc_text
 from big_batch.recsys import builder as seqrec
+from big_batch.rl import offline_builder
 from big_batch.rl import states_builder as rl_states
 from big_batch.selection import regression_builder
 from big_batch.singlecell import builder as singlecell
@@ -37,6 +42,7 @@ OFFLINE_BUILDERS = {
     "seqrec": (seqrec.SeqRec, "synthetic"),
     "regression": (regression_builder.Regression, "diabetes"),
     "singlecell": (singlecell.SingleCell, "sim_medium"),
+    "offline_rl": (offline_builder.OfflineRL, "pendulum-medium"),
     "rl_states": (rl_states.RlStates, "four_rooms"),
 }
 # Fields only one offline builder reads.
@@ -143,11 +149,7 @@ def load(config) -> Dataset:
     tfds.display_progress_bar(False)
     builder = _builder(config, data_dir)
   else:
-    try:
-      builder = tfds.builder(config.name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-      raise ValueError(f"config.data.name={config.name!r} is neither an offline data set "
-                       f"{sorted(OFFLINE_BUILDERS)} nor a tfds data set") from e
+    builder = _tfds_builder(config.name, data_dir)
     if not builder.is_prepared():
       raise FileNotFoundError(
           f"config.data.name={config.name!r} is not prepared in data_dir={data_dir!r}; "
@@ -161,8 +163,13 @@ def load(config) -> Dataset:
   else:
     stack, num_classes, input_shape = stack_features, None, None
   in_memory = config.get("in_memory", True)
-  splits = {name: _split(source, stack, in_memory)
-            for name, source in builder.as_data_source().items()}
+  if config.get("transitions", False):  # RLDS episodes -> transitions (data/rlds.py).
+    splits = {name: _transitions_split(source)
+              for name, source in builder.as_data_source().items()}
+    num_classes = input_shape = None
+  else:
+    splits = {name: _split(source, stack, in_memory)
+              for name, source in builder.as_data_source().items()}
   train_split = config.get("train_split", "train")
   dataset = Dataset(splits=splits, num_classes=num_classes, input_shape=input_shape,
                     train_split=train_split)
@@ -171,6 +178,47 @@ def load(config) -> Dataset:
     indices = read_subset(config.train_subset, dataset.train.num_examples)
     splits[train_split] = subset(dataset.train, indices)
   return dataset
+
+
+def _tfds_builder(name: str, data_dir: str):
+  """The tfds builder of `name` ('dataset[/config][:version]') in `data_dir`. A data set whose
+  builder code cannot run here (tfds' d4rl builders declare TensorFlow dtypes) is read from
+  its prepared directory (`tfds.builder_from_directory`: features from its own metadata)."""
+  try:
+    return tfds.builder(name, data_dir=data_dir)
+  except tfds.core.registered.DatasetNotFoundError as e:
+    raise ValueError(f"config.data.name={name!r} is neither an offline data set "
+                     f"{sorted(OFFLINE_BUILDERS)} nor a tfds data set") from e
+  except ImportError as e:  # tfds re-raises the builder's failure with its own message.
+    directory = prepared_directory(name, data_dir)
+    if directory is None:
+      raise FileNotFoundError(
+          f"config.data.name={name!r} is not prepared in data_dir={data_dir!r} (and its "
+          f"builder cannot run here: {e})") from e
+    return tfds.builder_from_directory(directory)
+
+
+def prepared_directory(name: str, data_dir: str) -> str | None:
+  """data_dir/dataset/config/version of a prepared tfds data set (the newest version unless
+  `name` ends in ':version'), or None."""
+  name, _, version = name.partition(":")
+  root = epath.Path(data_dir) / name
+  if not root.is_dir():
+    return None
+  versions = [p for p in root.iterdir() if (p / "dataset_info.json").exists()]
+  if version:
+    versions = [p for p in versions if p.name == version]
+  if not versions:
+    return None
+  newest = max(versions, key=lambda p: tuple(int(x) for x in p.name.split(".")))
+  return str(newest)
+
+
+def _transitions_split(source) -> Split:
+  """The transitions of an RLDS split's episodes, read now and held in memory."""
+  arrays = rlds.transitions(source)
+  return Split(len(arrays["reward"]),
+               lambda idx: {key: value[np.asarray(idx)] for key, value in arrays.items()})
 
 
 def subset(split: Split, indices: np.ndarray) -> Split:
@@ -198,7 +246,7 @@ def check(section) -> None:
   name = section.read("name")
   if name not in OFFLINE_BUILDERS:
     try:
-      tfds.builder_cls(name)
+      tfds.builder_cls(str(name).split("/")[0].split(":")[0])
     except tfds.core.registered.DatasetNotFoundError:
       section.fail("name", f"is neither an offline data set {sorted(OFFLINE_BUILDERS)} nor "
                            "a tfds data set")
@@ -209,6 +257,7 @@ def check(section) -> None:
   subset_path = section.read("train_subset", default=None)
   if subset_path is not None and not epath.Path(subset_path).exists():
     section.fail("train_subset", "is not a file (a .npy of training-example indices)")
+  section.boolean("transitions", default=False)
   section.read("input_key", default="input")
   section.read("label_key", default="label")
   variant = section.read("variant", default=None)
@@ -224,5 +273,5 @@ def check(section) -> None:
           section.fail(field, f"is a field of the {owner!r} data set, not of {name!r}")
         section.positive(field, integer=True)
   section.reject_unread("data set fields: name, variant, data_dir, in_memory, prefetch, "
-                        "train_split, train_subset, input_key, label_key, and num_samples (mnist1d) or "
+                        "train_split, train_subset, transitions, input_key, label_key, and num_samples (mnist1d) or "
                         "seq_len (pydoc_text)")

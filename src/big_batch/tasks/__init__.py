@@ -9,6 +9,7 @@ from big_batch.tasks import pipelined, supervised
 from big_batch.tasks.common import Task, gradient_step, nnx_model
 from big_batch.recsys import task as mclrec
 from big_batch.rl import exploration_task
+from big_batch.rl import offline_task as q_ensemble
 from big_batch.rlhf import align_task as rlhf_align, reward_task as rlhf_reward_model
 from big_batch.selection import regression_task
 from big_batch.singlecell import task as ba_scvi
@@ -18,6 +19,7 @@ TASKS = {"supervised": supervised, "lm": lm, "adaptive_batch": adaptive_batch, "
          "crest": crest, "heterogeneous": heterogeneous, "decentralized": decentralized,
          "pipelined": pipelined, "mclrec": mclrec, "ba_scvi": ba_scvi,
          "regression": regression_task, "svd_exploration": exploration_task,
+         "q_ensemble": q_ensemble,
          "rlhf_reward_model": rlhf_reward_model, "rlhf_align": rlhf_align}
 
 __all__ = ["TASKS", "Task", "build", "check", "gradient_step", "nnx_model", "section_owners"]

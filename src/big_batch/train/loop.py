@@ -201,9 +201,11 @@ def _run(config, workdir, allow_config_change, preemption, devices) -> dict:
 
   # --- Train loop -------------------------------------------------------------------------
   writer = metrics_lib.MetricWriter(workdir, resume_step=progress.step)
-  progress_line = metrics_lib.ProgressLine(plan.total_examples(),
-                                       total_steps if task.batch_size is None else None,
-                                       progress.examples_seen)
+  steps_budget = task.batch_size is not None and plan.max_examples is None
+  progress_line = metrics_lib.ProgressLine(
+      None if steps_budget else plan.total_examples(),
+      total_steps if task.batch_size is None or steps_budget else None,
+      progress.examples_seen, progress.step)
   evals_config = config.get("evals", {})
   pending = []  # (step, metrics, batch size) since the last log.
   train_scalars, eval_scalars = {}, {}

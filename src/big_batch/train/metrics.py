@@ -110,21 +110,34 @@ def mean_of(metrics: list[dict]) -> dict:
 
 
 class ProgressLine:
-  """One line per log interval: step, examples seen of the budget, examples/s, time left."""
+  """One line per log interval: step, examples seen of the budget, examples/s, time left.
 
-  def __init__(self, total_examples: int, total_steps: int | None, start_examples: int):
+  `total_examples` None: the budget is in steps and the task decides the sizes, so the time
+  left is estimated from the steps (`total_steps`) instead of the examples.
+  """
+
+  def __init__(self, total_examples: int | None, total_steps: int | None, start_examples: int,
+               start_step: int = 0):
     self.total_examples, self.total_steps = total_examples, total_steps
     self.last_examples, self.last_time = start_examples, time.perf_counter()
+    self.last_step = start_step
 
   def line(self, step: int, examples_seen: int, scalars: dict) -> str:
     now = time.perf_counter()
-    rate = (examples_seen - self.last_examples) / max(now - self.last_time, 1e-9)
-    self.last_examples, self.last_time = examples_seen, now
-    eta = (self.total_examples - examples_seen) / rate if rate > 0 else math.inf
+    seconds = max(now - self.last_time, 1e-9)
+    rate = (examples_seen - self.last_examples) / seconds
+    step_rate = (step - self.last_step) / seconds
+    self.last_examples, self.last_time, self.last_step = examples_seen, now, step
+    if self.total_examples is None:
+      eta = (self.total_steps - step) / step_rate if step_rate > 0 else math.inf
+      budget = ""
+    else:
+      eta = (self.total_examples - examples_seen) / rate if rate > 0 else math.inf
+      budget = f"/{self.total_examples:,}"
     shown = " ".join(f"{k}={scalars[k]:.4g}" for k in ("loss", "accuracy") if k in scalars)
     total = f"/{self.total_steps}" if self.total_steps else ""
-    return (f"step {step}{total} {shown} examples {examples_seen:,}/"
-            f"{self.total_examples:,} {rate:,.0f} examples/s ETA {_duration(eta)}")
+    return (f"step {step}{total} {shown} examples {examples_seen:,}{budget} "
+            f"{rate:,.0f} examples/s ETA {_duration(eta)}")
 
 
 def _duration(seconds: float) -> str:
