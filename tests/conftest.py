@@ -89,9 +89,9 @@ def compilation_cache_dir(tmp_path_factory):
   compilation_cache.reset_cache()
 
 
-def run_preempted_at(config, workdir, step: int, monkeypatch):
-  """train.run(config, workdir) as if SIGTERM arrived at `step`: it checkpoints and stops
-  there; the summary it returns says so. Running it again resumes."""
+def run_preempted_at(config, workdir, step: int, monkeypatch, **run_kwargs):
+  """train.run(config, workdir, **run_kwargs) as if SIGTERM arrived at `step`: it checkpoints
+  and stops there; the summary it returns says so. Running it again resumes."""
   from big_batch import train
   from big_batch.train import loop
   real = loop._PreemptionFlag.check
@@ -102,4 +102,4 @@ def run_preempted_at(config, workdir, step: int, monkeypatch):
 
   with monkeypatch.context() as patch:
     patch.setattr(loop._PreemptionFlag, "check", check)
-    return train.run(config, str(workdir))
+    return train.run(config, str(workdir), **run_kwargs)

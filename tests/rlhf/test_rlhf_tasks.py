@@ -12,7 +12,7 @@ from big_batch import train
 from big_batch.checks import ConfigError
 from big_batch.data import datasets
 from big_batch.rlhf import align_task, reward, score
-from conftest import load_config
+from conftest import load_config, run_preempted_at
 
 
 def metrics_of(workdir):
@@ -62,11 +62,24 @@ def test_prose_score_by_hand():
   assert of("ABCDEFGH") == 0.0
 
 
-def test_alignment_quick_config_trains_with_its_metrics(data_dir, tmp_path):
+def test_alignment_quick_config_trains_with_its_metrics(data_dir, tmp_path, monkeypatch,
+                                                        compilation_cache_dir):
   config = load_config("rlhf_remax", "quick")
   config.data.data_dir = data_dir
+  config.log_every = 1  # Every step's metrics, so a resumed log matches the uninterrupted one.
   summary = train.run(config, str(tmp_path / "run"), devices=jax.devices()[:1])
   assert summary["final_step"] == 6
+  # Preempted after step 3 and resumed through the trainer's checkpoint: the same run.
+  one = jax.devices()[:1]
+  assert run_preempted_at(config, tmp_path / "resumed", 3, monkeypatch,
+                          devices=one)["final_step"] == 3
+  assert train.run(config, str(tmp_path / "resumed"), devices=one)["final_step"] == 6
+  train_metrics = lambda w: [{k: v for k, v in m.items() if "per_second" not in k}  # noqa: E731
+                             for m in metrics_of(w) if "train/loss" in m]
+  assert train_metrics(tmp_path / "resumed") == train_metrics(tmp_path / "run")
+  jax.tree.map(np.testing.assert_array_equal,
+               ocp.StandardCheckpointer().restore(f"{tmp_path}/resumed/checkpoints/6/state"),
+               ocp.StandardCheckpointer().restore(f"{tmp_path}/run/checkpoints/6/state"))
   evals = summary["evals"]["validation"]
   for key in ("reward_sampled", "reward_greedy", "ground_truth_greedy", "kl",
               "response_length_sampled"):
@@ -91,9 +104,9 @@ def quick_task(data_dir, estimator):
   return config, task, jax.jit(task.train_step), batches
 
 
-@pytest.mark.parametrize("estimator", [
-    "remax", pytest.param("ppo", marks=pytest.mark.slow),
-    pytest.param("rloo", marks=pytest.mark.slow)])
+# Slow: the quick config's test above resumes ReMax through the trainer's checkpoints.
+@pytest.mark.slow
+@pytest.mark.parametrize("estimator", ["remax", "ppo", "rloo"])
 def test_alignment_step_resumes_exactly_and_keeps_the_reference(data_dir, estimator):
   """Steps are pure functions of (state, batch): a state written to the host after step 2
   and put back continues to the same state as the uninterrupted run (what a checkpoint
